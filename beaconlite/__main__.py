@@ -1,0 +1,3 @@
+from beaconlite.cli import main
+
+main()

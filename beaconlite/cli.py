@@ -1,0 +1,314 @@
+"""The command line: a click group of thin commands. Errors become exit codes here, only here.
+
+Query commands import only the store and the config: no APScheduler, no requests.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from beaconlite import __version__, output
+from beaconlite.errors import BeaconError, ConfigError, LockHeld
+
+RUN_STATUSES = ("running", "success", "warning", "error", "timeout", "cancelled", "skipped")
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0  # done / yes
+    NEGATIVE = 1  # a well-formed request with a negative answer
+    CANNOT = 2  # usage error, malformed argument, bad config, unusable database
+
+
+class Negative(BeaconError):
+    """A well-formed request whose answer is no (exit 1)."""
+
+
+def exit_by_status(status: str) -> ExitStatus:
+    return ExitStatus.OK if status in ("success", "warning") else ExitStatus.NEGATIVE
+
+
+# -- global options, accepted before or after the command -------------------------------
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    if value not in (None, False):
+        ctx.meta[param.name] = value
+    return value
+
+
+def global_options(f):
+    for option in (
+        click.option("--config", "-c", type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_remember, help="Config file (default: $BEACONLITE_CONFIG, "
+                     "./beaconlite.toml, ~/.config/beaconlite/config.toml, /etc/beaconlite/config.toml)."),
+        click.option("--database", type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_remember, help="Query this database (no config needed)."),
+        click.option("--debug", is_flag=True, expose_value=False, callback=_remember,
+                     help="Show tracebacks."),
+    ):
+        f = option(f)
+    return f
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+def duration_arg(value: str | None, what: str) -> float | None:
+    from beaconlite.units import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=what) from None
+
+
+def load_config(required: bool = True):
+    """The config named by --config / $BEACONLITE_CONFIG / the search path, or None."""
+    from beaconlite.config import config_search_path, find_config
+    from beaconlite.config import load_config as load
+
+    meta = click.get_current_context().meta
+    explicit = meta.get("config")
+    if not explicit and "database" in meta and not required:
+        return None  # --database alone: query that database, no config
+    path = find_config(explicit)
+    if path is None:
+        if required:
+            looked = ", ".join(str(p) for p in config_search_path())
+            raise ConfigError(f"no config file found (looked for {looked}); use --config PATH")
+        return None
+    return load(path)
+
+
+def database_path(config) -> Path:
+    from beaconlite.config import default_database
+
+    meta = click.get_current_context().meta
+    if "database" in meta:
+        return Path(meta["database"])
+    return config.daemon.database if config else default_database()
+
+
+def open_for_query():
+    """(config or None, database path) with the database open for reading."""
+    from beaconlite import store
+
+    config = load_config(required=False)
+    path = database_path(config)
+    store.open_reader(path)
+    return config, path
+
+
+def emit(value, as_json: bool, text: str) -> None:
+    click.echo(output.dumps(value) if as_json else text)
+
+
+# -- the commands -------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="beaconlite")
+@global_options
+def cli():
+    """beaconlite: scheduled integrity runs that never hang."""
+
+
+@cli.command("check-config")
+@global_options
+def check_config():
+    """Validate the config; list the jobs with their next 3 fire times."""
+    from datetime import datetime, timezone
+
+    from beaconlite.config import check_targets, resolve_timezone
+    from beaconlite.schedule import next_fire_times, parse_schedule
+
+    config = load_config()
+    check_targets(config)
+    tz = resolve_timezone(config.daemon.timezone)
+    now = datetime.now(timezone.utc)
+    click.echo(f"{config.path}: ok, {len(config.jobs)} job(s), database {config.daemon.database}")
+    rows = []
+    for job in config.jobs:
+        if job.schedule is None:
+            fires = "manual only"
+        else:
+            times = next_fire_times(parse_schedule(job.schedule), now, tz, 3)
+            fires = ", ".join(output.local(t.timestamp()) for t in times)
+        state = "" if job.enabled else " (disabled)"
+        rows.append([job.name + state, job.kind, job.schedule or "-", fires])
+    if rows:
+        click.echo(output.table(["JOB", "KIND", "SCHEDULE", "NEXT FIRES"], rows))
+
+
+@cli.command()
+@global_options
+@json_option
+def status(as_json: bool):
+    """Daemon state and one line per job."""
+    from beaconlite import store
+
+    config, _ = open_for_query()
+    now = time.time()
+    daemon, state = store.daemon_state(now)
+    published = {s.name: s for s in store.job_states()}
+    if config:
+        jobs = [(j.name, j.schedule, j.enabled) for j in config.jobs]
+    else:
+        jobs = [(s.name, s.schedule, bool(s.enabled)) for s in published.values()]
+    overview = store.job_overview([name for name, _, _ in jobs])
+    job_rows = []
+    for name, schedule, enabled in jobs:
+        # Only a running daemon will fire anything: otherwise there is no next run.
+        pub = published.get(name)
+        next_run = pub.next_run_at if (state == "running" and pub and enabled) else None
+        job_rows.append({"name": name, "schedule": schedule, "enabled": enabled,
+                         "next_run_at": next_run, **overview[name]})
+    value = {
+        "daemon": {
+            "state": state,
+            "pid": daemon.pid if daemon else None,
+            "host": daemon.host if daemon else None,
+            "version": daemon.version if daemon else None,
+            "started_at": output.iso(daemon.started_at) if daemon else None,
+            "heartbeat_at": output.iso(daemon.heartbeat_at) if daemon else None,
+        },
+        "jobs": [{**j, "next_run_at": output.iso(j["next_run_at"]),
+                  "last_finished_at": output.iso(j["last_finished_at"])} for j in job_rows],
+    }
+    if as_json:
+        return emit(value, True, "")
+    if daemon is None:
+        head = "daemon: stopped (never started on this database)"
+    else:
+        head = (f"daemon: {state} (pid {daemon.pid} on {daemon.host}, v{daemon.version}, "
+                f"since {output.local(daemon.started_at)}, "
+                f"heartbeat {output.ago(now - daemon.heartbeat_at)})")
+    rows = [[j["name"] + ("" if j["enabled"] else " (disabled)"), j["schedule"] or "manual",
+             output.local(j["next_run_at"]), j["last_status"] or "-", str(j["live_runs"]),
+             output.one_line(j["last_skip_reason"], 50)] for j in job_rows]
+    click.echo(head)
+    if rows:
+        click.echo(output.table(["JOB", "SCHEDULE", "NEXT RUN", "LAST", "LIVE", "LAST SKIP"], rows))
+
+
+@cli.command()
+@global_options
+@click.option("--job", help="Only this job.")
+@click.option("--status", "status_", type=click.Choice(RUN_STATUSES), help="Only this status.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=20, show_default=True)
+@click.option("--since", help='Started (skipped: recorded) within this long, e.g. "1h".')
+@json_option
+def runs(job, status_, limit, since, as_json):
+    """Run history, newest first."""
+    from beaconlite import store
+
+    since_s = duration_arg(since, "--since")
+    open_for_query()
+    cutoff = time.time() - since_s if since_s is not None else None
+    found = store.list_runs(job=job, status=status_, since=cutoff, limit=limit)
+    if as_json:
+        return emit([output.run_json(r, total, ok) for r, total, ok in found], True, "")
+    rows = []
+    for r, total, ok in found:
+        duration = output.format_duration(r.duration_s) if r.duration_s is not None else "-"
+        rows.append([str(r.id), r.job, r.status, r.trigger, output.local(r.started_at or r.finished_at),
+                     duration, f"{ok}/{total}" if total else "-", output.one_line(r.error)])
+    click.echo(output.table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "DURATION", "STEPS",
+                             "ERROR"], rows) if rows else "no runs")
+
+
+@cli.command()
+@global_options
+@click.argument("run_id", type=int)
+@json_option
+def show(run_id, as_json):
+    """One run with its steps, error, output tail and summary."""
+    from beaconlite import store
+
+    open_for_query()
+    found = store.get_run(run_id)
+    if found is None:
+        raise Negative(f"no run with id {run_id}")
+    run, steps = found
+    detail = output.run_detail_json(run, steps)
+    if as_json:
+        return emit(detail, True, "")
+    lines = [f"run {run.id}: {run.job} {run.status} ({run.trigger}, attempt {run.attempt})"]
+    for label, key in (("scheduled", "scheduled_at"), ("started", "started_at"),
+                       ("finished", "finished_at"), ("deadline", "deadline_at")):
+        lines.append(f"  {label + ':':11}{output.local(getattr(run, key))}")
+    if run.duration_s is not None:
+        lines.append(f"  {'duration:':11}{output.format_duration(run.duration_s)}")
+    if run.error:
+        lines.append(f"  {'error:':11}{run.error}")
+    if steps:
+        lines.append(f"  steps ({detail['steps_ok']}/{detail['steps_total']} ok):")
+        for s in detail["steps"]:
+            took = f" {s['duration_s']:.3f}s" if s["duration_s"] is not None else ""
+            err = f" - {output.one_line(s['error'], 80)}" if s["error"] else ""
+            lines.append(f"    {s['status']:9} {s['name']}{took}{err}")
+    if detail["summary"] is not None:
+        lines.append(f"  summary:   {output.one_line(output.dumps(detail['summary']), 200)}")
+    if run.output:
+        lines.append("  output (tail):")
+        lines += ["    " + line for line in run.output.rstrip("\n").splitlines()[-40:]]
+    click.echo("\n".join(lines))
+    return exit_by_status(run.status) if run.status != "running" else ExitStatus.OK
+
+
+@cli.command()
+@global_options
+@click.option("--older-than", required=True, help='Finished more than this long ago, e.g. "30d".')
+@click.option("--dry-run", is_flag=True, help="Count, delete nothing.")
+@json_option
+def prune(older_than, dry_run, as_json):
+    """Delete finished runs older than DUR."""
+    from beaconlite import store
+
+    age = duration_arg(older_than, "--older-than")
+    open_for_query()
+    count = store.prune(time.time() - age, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    emit({"dry_run": dry_run, "pruned": count}, as_json, f"{verb} {count} finished run(s)")
+
+
+# -- the entry point ----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        code = cli.main(args=args, prog_name="beaconlite", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help())
+        code = ExitStatus.OK
+    except click.exceptions.Abort:
+        click.echo("beaconlite: interrupted", err=True)
+        code = 130
+    except click.ClickException as e:
+        click.echo(f"beaconlite: error: {e.format_message()}", err=True)
+        code = ExitStatus.CANNOT
+    except (Negative, LockHeld) as e:
+        click.echo(f"beaconlite: error: {e}", err=True)
+        code = ExitStatus.NEGATIVE
+    except BeaconError as e:
+        if debug:
+            raise
+        click.echo(f"beaconlite: error: {e}", err=True)
+        code = ExitStatus.CANNOT
+    except Exception as e:
+        if debug:
+            raise
+        click.echo(f"beaconlite: error: {type(e).__name__}: {e} (run with --debug for a "
+                   "traceback)", err=True)
+        code = ExitStatus.CANNOT
+    sys.exit(int(code or 0))

@@ -1,0 +1,546 @@
+"""The TOML config -> frozen dataclasses. The one place that knows every key and its default."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from beaconlite import __version__
+from beaconlite.errors import ConfigError
+from beaconlite.units import parse_duration, parse_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+STATUSES = ("running", "success", "warning", "error", "timeout", "cancelled", "skipped")
+NOTIFY_ON = ("success", "warning", "error", "timeout", "cancelled", "skipped", "recovered")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def default_database() -> Path:
+    """The platform's per-user state directory."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "beaconlite" / "beaconlite.db"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "beaconlite" / "beaconlite.db"
+
+
+def config_search_path() -> list[Path]:
+    found = []
+    if os.environ.get("BEACONLITE_CONFIG"):
+        found.append(Path(os.environ["BEACONLITE_CONFIG"]))
+    found += [
+        Path("beaconlite.toml"),
+        Path.home() / ".config" / "beaconlite" / "config.toml",
+        Path("/etc/beaconlite/config.toml"),
+    ]
+    return found
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """--config, else $BEACONLITE_CONFIG, else the first existing default location."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("BEACONLITE_CONFIG"):
+        return Path(os.environ["BEACONLITE_CONFIG"])
+    return next((p for p in config_search_path() if p.is_file()), None)
+
+
+# -- the shapes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    max_body: int = 50_000_000
+    user_agent: str = f"beaconlite/{__version__}"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str | None = None
+    json: Any = None
+    expect_status: tuple[int, ...] | None = None  # None: any 2xx
+    contains: str | None = None
+    expect_json: Mapping[str, Any] = field(default_factory=dict)
+    max_latency: float | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    kind: str  # "python" | "command" | "checks"
+    schedule: str | None = None
+    timeout: float = 1800.0
+    enabled: bool = True
+    max_instances: int = 1
+    overlap: str = "skip"
+    misfire_grace: float = 300.0
+    catch_up: bool = True
+    min_success_rate: float = 1.0
+    retries: int = 0
+    retry_delay: float = 60.0
+    retry_on: tuple[str, ...] = ("error",)
+    run: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    command: tuple[str, ...] | str | None = None
+    shell: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    ok_exit_codes: tuple[int, ...] = (0,)
+    warning_exit_codes: tuple[int, ...] = ()
+    checks: tuple[Check, ...] = ()
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    url: str | None = None
+    command: tuple[str, ...] | None = None
+    on: tuple[str, ...] = ("error", "timeout", "recovered")
+    jobs: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    database: Path = field(default_factory=default_database)
+    python_path: tuple[str, ...] = ()
+    timezone: str = "local"
+    log_level: str = "info"
+    log_format: str = "auto"
+    default_timeout: float = 1800.0
+    heartbeat_interval: float = 5.0
+    reaper_interval: float = 60.0
+    orphan_after: float = 120.0
+    abort_grace: float = 10.0
+    max_concurrent_runs: int = 8
+    on_stop: str = "cancel"
+    keep_history: float = 90 * 86400.0
+    group_access: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    jobs: tuple[JobSpec, ...] = ()
+    notify: tuple[NotifySpec, ...] = ()
+    secrets: frozenset[str] = frozenset()  # every ${ENV} value: redacted wherever we write
+
+    def job(self, name: str) -> JobSpec | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+
+# -- value parsers: each takes the raw TOML value, returns the clean one or raises ValueError
+
+
+def _type_name(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {_type_name(v)}")
+    return v
+
+
+def _str(v):
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {_type_name(v)}")
+    return v
+
+
+def _duration(v):
+    seconds = parse_duration(v)
+    if seconds <= 0:
+        raise ValueError(f"{v!r} must be > 0")
+    return seconds
+
+
+def _int_in(low: int, high: int):
+    def parse(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer, got {_type_name(v)}")
+        if not low <= v <= high:
+            raise ValueError(f"{v} is out of range {low}..{high}")
+        return v
+    return parse
+
+
+def _rate(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number in [0, 1], got {_type_name(v)}")
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{v} is out of range [0, 1]")
+    return float(v)
+
+
+def _choice(*options: str):
+    def parse(v):
+        if v not in options:
+            raise ValueError(f"{v!r} is not one of {', '.join(repr(o) for o in options)}")
+        return v
+    return parse
+
+
+def _list_of(item: Callable, allow_empty: bool = True):
+    def parse(v):
+        if not isinstance(v, list):
+            raise ValueError(f"expected an array, got {_type_name(v)}")
+        if not v and not allow_empty:
+            raise ValueError("must not be empty")
+        return tuple(item(x) for x in v)
+    return parse
+
+
+def _table_of_str(v):
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a table, got {_type_name(v)}")
+    for k, x in v.items():
+        if not isinstance(x, str):
+            raise ValueError(f"{k}: expected a string, got {_type_name(x)}")
+    return dict(v)
+
+
+def _table(v):
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a table, got {_type_name(v)}")
+    return v
+
+
+def _schedule(v):
+    from beaconlite.schedule import ScheduleError, parse_schedule, probe
+
+    try:
+        probe(parse_schedule(_str(v)))
+    except ScheduleError as e:
+        raise ValueError(str(e)) from None
+    return v.strip()
+
+
+def _timezone(v):
+    _str(v)
+    if v != "local":
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except (ValueError, OSError, LookupError):
+            raise ValueError(f'unknown time zone {v!r} (e.g. "UTC", "Europe/Berlin", "local")') from None
+    return v
+
+
+def _status_code(v):
+    return _int_in(100, 599)(v)
+
+
+def _expect_status(v):
+    return (_status_code(v),) if not isinstance(v, list) else _list_of(_status_code, False)(v)
+
+
+# The one defaults table: key -> (parser, default) per section. Defaults live in the
+# dataclasses above; a key's parser turns the TOML value into the dataclass field.
+DAEMON_KEYS: dict[str, Callable] = {
+    "database": _str,
+    "python_path": _list_of(_str),
+    "timezone": _timezone,
+    "log_level": _choice("debug", "info", "warning", "error"),
+    "log_format": _choice("text", "json", "auto"),
+    "default_timeout": _duration,
+    "heartbeat_interval": _duration,
+    "reaper_interval": _duration,
+    "orphan_after": _duration,
+    "abort_grace": _duration,
+    "max_concurrent_runs": _int_in(1, 10000),
+    "on_stop": _choice("cancel", "finish"),
+    "keep_history": parse_duration,  # 0 = keep everything
+    "group_access": _bool,
+}
+HTTP_KEYS: dict[str, Callable] = {
+    "connect_timeout": _duration,
+    "read_timeout": _duration,
+    "max_body": parse_size,
+    "user_agent": _str,
+}
+JOB_KEYS: dict[str, Callable] = {
+    "name": _str,
+    "schedule": _schedule,
+    "timeout": _duration,
+    "enabled": _bool,
+    "max_instances": _int_in(1, 10000),
+    "overlap": _choice("skip", "replace", "queue"),
+    "misfire_grace": _duration,
+    "catch_up": _bool,
+    "min_success_rate": _rate,
+    "retries": _int_in(0, 100),
+    "retry_delay": _duration,
+    "retry_on": _list_of(_choice("error", "timeout")),
+    "run": _str,
+    "params": _table,
+    "command": lambda v: v,  # its shape depends on `shell`: checked in _job
+    "shell": _bool,
+    "env": _table_of_str,
+    "cwd": _str,
+    "ok_exit_codes": _list_of(_int_in(0, 255), False),
+    "warning_exit_codes": _list_of(_int_in(0, 255)),
+    "checks": lambda v: v,
+    "http": _table,
+}
+KIND_KEYS = {
+    "python": {"run", "params"},
+    "command": {"command", "shell", "env", "cwd", "ok_exit_codes", "warning_exit_codes"},
+    "checks": {"checks"},
+}
+CHECK_KEYS: dict[str, Callable] = {
+    "name": _str,
+    "url": _str,
+    "method": lambda v: _choice(*METHODS)(_str(v).upper()),
+    "headers": _table_of_str,
+    "body": _str,
+    "json": lambda v: v,
+    "expect_status": _expect_status,
+    "contains": _str,
+    "expect_json": _table,
+    "max_latency": _duration,
+}
+NOTIFY_KEYS: dict[str, Callable] = {
+    "url": _str,
+    "command": _list_of(_str, False),
+    "on": _list_of(_choice(*NOTIFY_ON)),
+    "jobs": _list_of(_str),
+}
+TOP_KEYS = ("daemon", "http", "jobs", "notify")
+
+
+# -- the loader ---------------------------------------------------------------------------
+
+
+class _Loader:
+    def __init__(self, path: Path, env: Mapping[str, str]):
+        self.path = path
+        self.env = env
+        self.secrets: set[str] = set()
+
+    def fail(self, where: str, message: str):
+        raise ConfigError(f"{self.path}: {where}: {message}")
+
+    def interpolate(self, value, where: str):
+        """Replace ${NAME} in every string, remembering each value as a secret."""
+        if isinstance(value, str):
+            def sub(m):
+                name = m.group(1)
+                if name not in self.env:
+                    self.fail(where, f"environment variable {name} is not set (used as ${{{name}}})")
+                if self.env[name]:
+                    self.secrets.add(self.env[name])
+                return self.env[name]
+            return ENV_REF.sub(sub, value)
+        if isinstance(value, list):
+            return [self.interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, f"{where}.{k}") for k, v in value.items()}
+        return value
+
+    def section(self, raw, keys: Mapping[str, Callable], where: str) -> dict:
+        """Check a table's keys and parse each value; return {key: clean value}."""
+        if not isinstance(raw, dict):
+            self.fail(where, f"expected a table, got {_type_name(raw)}")
+        clean = {}
+        for key, value in raw.items():
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                self.fail(where, f'unknown key "{key}"{hint}')
+            try:
+                clean[key] = keys[key](self.interpolate(value, f"{where}.{key}"))
+            except ValueError as e:
+                self.fail(where, f'key "{key}": {e}')
+        return clean
+
+    def load(self, text: str) -> Config:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            self.fail("invalid TOML", str(e))
+        for key in data:
+            if key not in TOP_KEYS:
+                close = difflib.get_close_matches(key, TOP_KEYS, n=1, cutoff=0.6)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                self.fail("top level", f'unknown section "{key}"{hint}')
+        daemon = self.section(data.get("daemon", {}), DAEMON_KEYS, "[daemon]")
+        base = self.path.parent
+        daemon["database"] = (
+            (base / daemon["database"]).absolute() if "database" in daemon
+            else DaemonSettings().database
+        )
+        daemon["python_path"] = tuple(
+            str((base / p).absolute()) for p in daemon.get("python_path", ())
+        )
+        daemon_settings = DaemonSettings(**daemon)
+        http = HttpSettings(**self.section(data.get("http", {}), HTTP_KEYS, "[http]"))
+
+        raw_jobs = data.get("jobs", [])
+        if not isinstance(raw_jobs, list):
+            self.fail("jobs", "expected [[jobs]] tables")
+        jobs, names = [], set()
+        for index, raw in enumerate(raw_jobs):
+            job = self.job(raw, index, daemon_settings, http)
+            if job.name in names:
+                self.fail(f'job "{job.name}"', "duplicate job name")
+            names.add(job.name)
+            jobs.append(job)
+
+        raw_notify = data.get("notify", [])
+        if not isinstance(raw_notify, list):
+            self.fail("notify", "expected [[notify]] tables")
+        notify = []
+        for index, raw in enumerate(raw_notify):
+            where = f"[[notify]] #{index + 1}"
+            spec = self.section(raw, NOTIFY_KEYS, where)
+            if ("url" in spec) == ("command" in spec):
+                self.fail(where, 'needs exactly one of "url" or "command"')
+            notify.append(NotifySpec(**spec))
+        return Config(self.path, daemon_settings, http, tuple(jobs), tuple(notify),
+                      frozenset(self.secrets))
+
+    def job(self, raw, index: int, daemon: DaemonSettings, http: HttpSettings) -> JobSpec:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        where = f'job "{name}"' if isinstance(name, str) else f"jobs[{index}]"
+        spec = self.section(raw, JOB_KEYS, where)
+        if "name" not in spec:
+            self.fail(where, 'key "name" is missing')
+        if not JOB_NAME.fullmatch(spec["name"]):
+            self.fail(where, 'key "name": only letters, digits, "_", "." and "-" are allowed')
+        kinds = [k for k, key in (("python", "run"), ("command", "command"), ("checks", "checks"))
+                 if key in spec]
+        if len(kinds) != 1:
+            self.fail(where, 'needs exactly one of "run", "command" or "checks"'
+                      + (f" (has {', '.join(repr(k) for k in kinds)})" if kinds else ""))
+        kind = kinds[0]
+        for key in spec:
+            for other, keys in KIND_KEYS.items():
+                if key in keys and other != kind:
+                    self.fail(where, f'key "{key}" only applies to {other} jobs')
+        spec.setdefault("timeout", daemon.default_timeout)
+        spec["http"] = HttpSettings(**{**http.__dict__, **self.section(
+            raw.get("http", {}), HTTP_KEYS, f"{where} [jobs.http]")})
+        if kind == "python" and not re.fullmatch(r"[\w.]+:[\w.]+", spec["run"]):
+            self.fail(where, f'key "run": {spec["run"]!r} is not "module.path:function"')
+        if kind == "command":
+            spec["command"] = self.command(spec["command"], spec.get("shell", False), where)
+        if kind == "checks":
+            raw_checks = raw["checks"]  # raw: section() interpolates each check itself
+            if not isinstance(raw_checks, list) or not raw_checks:
+                self.fail(where, 'key "checks": expected one or more [[jobs.checks]] tables')
+            spec["checks"] = tuple(
+                self.check(c, f"{where} checks[{i}]") for i, c in enumerate(raw_checks)
+            )
+        return JobSpec(kind=kind, **spec)
+
+    def command(self, value, shell: bool, where: str):
+        if shell:
+            if not isinstance(value, str) or not value.strip():
+                self.fail(where, 'key "command": with shell = true, a non-empty string')
+            return value
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(a, str) for a in value) or not value[0]):
+            self.fail(where, 'key "command": expected an argv array of strings, e.g. '
+                      '["/usr/local/bin/backup.sh", "--full"] (or a string with shell = true)')
+        return tuple(value)
+
+    def check(self, raw, where: str) -> Check:
+        spec = self.section(raw, CHECK_KEYS, where)
+        if "url" not in spec:
+            self.fail(where, 'key "url" is missing')
+        parts = urlsplit(spec["url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.fail(where, f'key "url": {spec["url"]!r} is not an http(s) URL')
+        if "body" in spec and "json" in spec:
+            self.fail(where, 'keys "body" and "json" exclude each other')
+        if "name" not in spec:
+            # The URL without its query string (and never its credentials).
+            netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+            spec["name"] = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return Check(**spec)
+
+
+def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; ConfigError (one line) on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return _Loader(path, os.environ if env is None else env).load(text)
+
+
+def resolve_timezone(name: str):
+    """A tzinfo for the daemon's `timezone` ("local" -> the system's IANA zone)."""
+    from zoneinfo import ZoneInfo
+
+    if name != "local":
+        return ZoneInfo(name)
+    try:
+        import tzlocal
+
+        return tzlocal.get_localzone()
+    except Exception:  # an unusual system zone setup: fall back to UTC, not to a crash
+        return ZoneInfo("UTC")
+
+
+def import_paths(config: Config) -> list[str]:
+    """Where `run` targets are imported from: the config's directory first."""
+    paths = [str(config.path.parent.absolute())] if config.path else []
+    return paths + list(config.daemon.python_path)
+
+
+def resolve_target(target: str, paths: list[str]) -> Callable:
+    """Import "module.path:function" by module path (no eval); ValueError on failure."""
+    import importlib
+
+    for p in reversed(paths):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except (Exception, SystemExit) as e:
+        raise ValueError(f"cannot import {module_name!r}: {type(e).__name__}: {e}") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ValueError(f"{module_name!r} has no {attr!r}")
+    if not callable(obj):
+        raise ValueError(f"{target!r} is not callable")
+    return obj
+
+
+def check_targets(config: Config) -> None:
+    """Import every `run` target now, so a typo fails at start, not at 3 a.m."""
+    paths = import_paths(config)
+    for job in config.jobs:
+        if job.kind == "python":
+            try:
+                resolve_target(job.run, paths)
+            except ValueError as e:
+                raise ConfigError(f'{config.path}: job "{job.name}": key "run": {e}') from None

@@ -1,0 +1,55 @@
+"""One small hierarchy of errors, and the abort signals a run sees."""
+
+from __future__ import annotations
+
+
+class BeaconError(Exception):
+    """Anything beaconlite refuses with one clear line."""
+
+
+class ConfigError(BeaconError):
+    """A config file that cannot be used (exit 2)."""
+
+
+class StoreError(BeaconError):
+    """A database that cannot be used (exit 2)."""
+
+
+class LockHeld(BeaconError):
+    """Another daemon holds the database's lock (exit 1)."""
+
+    def __init__(self, path: str, pid: int | None):
+        self.path = path
+        self.pid = pid
+        holder = f"pid {pid}" if pid else "another process"
+        super().__init__(f"{path} is locked by a running daemon ({holder})")
+
+
+class SlotTaken(BeaconError):
+    """(job, scheduled_at, attempt) already has a run: a slot starts at most once."""
+
+
+class RunAborted(BaseException):
+    """Raised inside a run at a checkpoint once the run has been aborted.
+
+    A BaseException, like KeyboardInterrupt, so that a job's own ``except Exception``
+    does not swallow it.
+    """
+
+    status = "cancelled"
+
+    def __init__(self, reason: str = ""):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class RunTimeout(RunAborted):
+    """The run's deadline passed."""
+
+    status = "timeout"
+
+
+class RunCancelled(RunAborted):
+    """The run was cancelled, replaced, or the daemon is stopping."""
+
+    status = "cancelled"

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from beaconlite import store
+from beaconlite.cli import cli as cli_group
+
+RUN_KEYS = {"id", "job", "status", "trigger", "attempt", "scheduled_at", "started_at",
+            "finished_at", "deadline_at", "duration_s", "error", "steps_total", "steps_ok"}
+STEP_KEYS = {"name", "status", "started_at", "finished_at", "duration_s", "error"}
+
+
+@pytest.fixture
+def history(tmp_db):
+    """A small real history: a success with steps, an error, a skip and a live run."""
+    now = time.time()
+    ok = store.start_run("alpha", "schedule", now - 100, 1, now - 40, None, now - 99)
+    for name, status in (("a", "success"), ("b", "warning"), ("c", "error")):
+        store.finish_step(store.start_step(ok, name, now - 98), status, None, now - 97)
+    store.finish_run(ok, "warning", now - 96, summary={"rows": 3}, output="hello\n",
+                     duration_s=3.0)
+    bad = store.start_run("beta", "manual", now - 50, 1, now + 10, None, now - 50)
+    store.finish_run(bad, "error", now - 49, error="ValueError: boom", duration_s=1.0)
+    store.record_skipped("alpha", now - 30, "overlap: 1 run of alpha is live", now - 30)
+    store.start_run("alpha", "schedule", now - 10, 1, now + 50, None, now - 10)
+    store.close()
+    return tmp_db
+
+
+def test_every_command_has_help(cli):
+    for name in cli_group.commands:
+        result = cli(name, "--help")
+        assert result.code == 0 and "Usage:" in result.out, name
+
+
+def test_version(cli):
+    from beaconlite import __version__
+
+    result = cli("--version")
+    assert result.code == 0 and __version__ in result.out
+
+
+def test_runs_json_shape_and_order(cli, history):
+    result = cli("runs", "--database", history, "--json")
+    assert result.code == 0, result.err
+    runs = result.json()
+    assert [r["status"] for r in runs] == ["running", "skipped", "error", "warning"]
+    assert all(set(r) == RUN_KEYS for r in runs)
+    warning = runs[3]
+    assert (warning["steps_total"], warning["steps_ok"], warning["duration_s"]) == (3, 2, 3.0)
+    assert warning["scheduled_at"].endswith("Z") and len(warning["scheduled_at"]) == 24
+    skipped = runs[1]
+    assert skipped["started_at"] is None and skipped["duration_s"] is None
+    assert skipped["finished_at"] is not None and "overlap" in skipped["error"]
+
+
+def test_runs_filters(cli, history):
+    def ids(*args):
+        result = cli("--database", history, "runs", "--json", *args)
+        assert result.code == 0, result.err
+        return [(r["job"], r["status"]) for r in result.json()]
+
+    assert ids("--job", "beta") == [("beta", "error")]
+    assert ids("--status", "skipped") == [("alpha", "skipped")]
+    assert ids("--limit", "1") == [("alpha", "running")]
+    assert ids("--since", "35s") == [("alpha", "running"), ("alpha", "skipped")]
+
+
+@pytest.mark.parametrize("args", [["runs", "--limit", "-1"], ["runs", "--limit", "x"],
+                                  ["runs", "--since", "5x"], ["runs", "--status", "bogus"],
+                                  ["show", "abc"], ["prune"], ["prune", "--older-than", "x"],
+                                  ["nonsense"]])
+def test_malformed_arguments_exit_2_one_line(cli, history, args):
+    result = cli("--database", history, *args)
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1
+    assert result.err.startswith("beaconlite: error: ")
+
+
+def test_show_json_shape(cli, history):
+    run_id = cli("runs", "--database", history, "--json", "--status", "warning").json()[0]["id"]
+    result = cli("show", str(run_id), "--json", "--database", history)
+    assert result.code == 0
+    detail = result.json()
+    assert set(detail) == RUN_KEYS | {"steps", "output", "summary"}
+    assert [s["name"] for s in detail["steps"]] == ["a", "b", "c"]
+    assert all(set(s) == STEP_KEYS for s in detail["steps"])
+    assert detail["summary"] == {"rows": 3} and detail["output"] == "hello\n"
+
+
+def test_show_text_and_unknown_id(cli, history):
+    result = cli("--database", history, "show", "1")
+    assert result.code == 0 and "alpha" in result.out and "warning" in result.out
+    result = cli("--database", history, "show", "999")
+    assert result.code == 1 and "no run with id 999" in result.err
+
+
+def test_status_json_without_config(cli, history):
+    store.open_writer(history)
+    store.save_job_states([{"name": "alpha", "schedule": "every 1m", "enabled": 1,
+                            "next_run_at": time.time() + 30}])
+    store.close()
+    result = cli("status", "--json", "--database", history)
+    assert result.code == 0, result.err
+    value = result.json()
+    assert set(value) == {"daemon", "jobs"}
+    assert set(value["daemon"]) == {"state", "pid", "host", "version", "started_at",
+                                    "heartbeat_at"}
+    assert value["daemon"]["state"] == "stopped"
+    (alpha,) = value["jobs"]
+    assert set(alpha) == {"name", "schedule", "enabled", "next_run_at", "last_status",
+                          "last_finished_at", "live_runs", "last_skip_reason"}
+    assert alpha["last_status"] == "warning" and alpha["live_runs"] == 1
+    assert alpha["next_run_at"] is None  # no daemon running: nothing will fire
+    assert "overlap" in alpha["last_skip_reason"]
+
+
+def test_status_states(cli, history):
+    store.open_writer(history)
+    now = time.time()
+    instance = store.register_instance("daemon", 4242, "hostA", "0.1.0", 60.0, now)
+    result = cli("status", "--json", "--database", history).json()
+    assert result["daemon"]["state"] == "running" and result["daemon"]["pid"] == 4242
+    store.open_writer(history)
+    store.heartbeat(instance, [], now - 61)
+    assert cli("status", "--json", "--database", history).json()["daemon"]["state"] == "stale"
+    store.open_writer(history)
+    store.stop_instance(instance, now)
+    assert cli("status", "--json", "--database", history).json()["daemon"]["state"] == "stopped"
+
+
+def test_status_with_config_lists_its_jobs(cli, make_config, tmp_path):
+    path = make_config("""
+        [[jobs]]
+        name = "manual-only"
+        run = "beaconlite.builtin:noop"
+        [[jobs]]
+        name = "hourly"
+        schedule = "@hourly"
+        command = ["true"]
+    """)
+    result = cli("-c", path, "status", "--json")
+    assert result.code == 0, result.err
+    jobs = result.json()["jobs"]
+    assert [(j["name"], j["schedule"], j["next_run_at"]) for j in jobs] == [
+        ("manual-only", None, None), ("hourly", "@hourly", None)]
+    assert not (tmp_path / "state").exists()  # a query never creates the database
+
+
+def test_global_options_before_or_after(cli, history, tmp_path):
+    before = cli("--database", history, "runs", "--json").json()
+    after = cli("runs", "--json", "--database", history).json()
+    assert before == after and len(before) == 4
+
+
+def test_corrupt_database_exit_2(cli, tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"garbage" * 1000)
+    for args in (["status"], ["runs"], ["show", "1"], ["prune", "--older-than", "1d"]):
+        result = cli("--database", bad, *args)
+        assert result.code == 2, args
+        assert result.err.count("\n") == 1 and str(bad) in result.err
+
+
+def test_missing_database_is_empty_history(cli, tmp_path):
+    missing = tmp_path / "none" / "b.db"
+    assert cli("--database", missing, "runs", "--json").json() == []
+    assert cli("--database", missing, "status", "--json").json()["daemon"]["state"] == "stopped"
+    assert not missing.parent.exists()
+
+
+def test_prune_json(cli, history):
+    result = cli("--database", history, "prune", "--older-than", "20s", "--dry-run", "--json")
+    assert result.json() == {"dry_run": True, "pruned": 3}
+    result = cli("--database", history, "prune", "--older-than", "20s", "--json")
+    assert result.json() == {"dry_run": False, "pruned": 3}
+    assert [r["status"] for r in cli("--database", history, "runs", "--json").json()] == ["running"]
+
+
+def test_check_config_lists_next_fires(cli, make_config):
+    path = make_config("""
+        [[jobs]]
+        name = "tick"
+        schedule = "every 10m"
+        run = "beaconlite.builtin:noop"
+    """)
+    result = cli("-c", path, "check-config")
+    assert result.code == 0, result.err
+    line = next(line for line in result.out.splitlines() if line.startswith("tick"))
+    assert line.count(":00") >= 3 and line.count(", ") == 2
+
+
+def test_real_process_entry_points(history, tmp_path):
+    """The console script and `python -m beaconlite`: exit codes and one-line errors."""
+    out = subprocess.run([sys.executable, "-m", "beaconlite", "--database", str(history),
+                          "runs", "--json"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("[")
+    out = subprocess.run([sys.executable, "-m", "beaconlite", "show", "nope"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_query_path_does_not_import_heavy_modules(history):
+    code = ("import sys; from beaconlite.cli import main\n"
+            "try: main(['--database', sys.argv[1], 'status'])\n"
+            "except SystemExit: pass\n"
+            "bad = [m for m in ('apscheduler', 'requests', 'urllib3') if m in sys.modules]\n"
+            "print('heavy:' + ','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code, str(history)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.strip().splitlines()[-1] == "heavy:", out.stdout

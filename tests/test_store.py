@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+
+import pytest
+
+from beaconlite import store
+from beaconlite.errors import SlotTaken, StoreError
+
+
+def make_run(job="j", scheduled_at=100.0, attempt=1, now=100.0):
+    return store.start_run(job, "schedule", scheduled_at, attempt, now + 60, None, now)
+
+
+def test_schema_created_with_wal_and_version(tmp_db):
+    assert store.db.execute_sql("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    assert store.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert {"instance", "run", "step", "request", "job"} <= set(store.db.get_tables())
+
+
+def test_file_modes(tmp_path):
+    path = tmp_path / "private" / "b.db"
+    store.open_writer(path)
+    make_run()  # forces the WAL files into existence
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    for f in (path, path.with_name("b.db-wal"), path.with_name("b.db-shm")):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+
+
+def test_group_access_modes(tmp_path):
+    path = tmp_path / "shared" / "b.db"
+    store.open_writer(path, group_access=True)
+    make_run()
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o2770
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+
+
+def test_existing_directory_mode_is_kept(tmp_path):
+    directory = tmp_path / "mine"
+    directory.mkdir(mode=0o755)
+    os.chmod(directory, 0o755)
+    store.open_writer(directory / "b.db")
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o755
+
+
+def test_migration_from_an_older_version_keeps_data(tmp_path):
+    path = tmp_path / "b.db"
+    store.open_writer(path)
+    store.close()
+    # Rebuild it as a version-1 database: only the first migration's tables.
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP TABLE request; DROP TABLE job; PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO run (job, status, trigger, attempt, scheduled_at, finished_at) "
+                 "VALUES ('old', 'success', 'schedule', 1, 1.0, 2.0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="older than this beaconlite"):
+        store.open_reader(path)  # a reader never migrates
+    store.open_writer(path)
+    assert store.db.execute_sql("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert [r.job for r, _, _ in store.list_runs()] == ["old"]
+    assert store.job_states() == []
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "b.db"
+    store.open_writer(path)
+    store.db.execute_sql(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    store.close()
+    for opener in (store.open_reader, store.open_writer):
+        with pytest.raises(StoreError, match="newer than this beaconlite"):
+            opener(path)
+
+
+def test_missing_database_reads_as_empty_and_is_not_created(tmp_path):
+    path = tmp_path / "nothing" / "b.db"
+    assert store.open_reader(path) is False
+    assert store.list_runs() == [] and store.daemon_state(0)[1] == "stopped"
+    assert not path.exists() and not path.parent.exists()
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 50])
+def test_corrupt_database_is_a_store_error(tmp_path, content):
+    path = tmp_path / "b.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=str(path)):
+        store.open_reader(path)
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(StoreError, match="not a beaconlite database"):
+        store.open_reader(path)
+
+
+def test_a_slot_starts_at_most_once(tmp_db):
+    make_run(scheduled_at=5.0)
+    with pytest.raises(SlotTaken):
+        make_run(scheduled_at=5.0)
+    make_run(scheduled_at=5.0, attempt=2)  # a retry keeps its slot
+    assert store.record_skipped("j", 5.0, "dup", 6.0) is None
+
+
+def test_finish_is_compare_and_set_and_ends_steps(tmp_db):
+    run_id = make_run()
+    done = store.start_step(run_id, "a", 101.0)
+    store.finish_step(done, "success", None, 102.0)
+    in_flight = store.start_step(run_id, "b", 102.0)
+    assert store.finish_run(run_id, "timeout", 103.0, error="deadline") is True
+    assert store.finish_run(run_id, "success", 104.0) is False  # a late finisher loses
+    run, steps = store.get_run(run_id)
+    assert (run.status, run.finished_at, run.error) == ("timeout", 103.0, "deadline")
+    assert [(s.name, s.status) for s in steps] == [("a", "success"), ("b", "timeout")]
+    assert store.finish_step(in_flight, "success", None, 105.0) is False
+
+
+def test_two_writers_one_wins(tmp_db):
+    """Two threads (two connections) race to finish the same run: exactly one wins."""
+    for trial in range(20):
+        run_id = make_run(scheduled_at=float(trial))
+        barrier = threading.Barrier(2)
+        results = []
+
+        def finish(status, run_id=run_id, barrier=barrier, results=results):
+            barrier.wait()
+            results.append((status, store.finish_run(run_id, status, 200.0)))
+            store.db.close()
+
+        threads = [threading.Thread(target=finish, args=(s,)) for s in ("success", "timeout")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [status for status, won in results if won]
+        assert len(winners) == 1
+        assert store.run_status(run_id) == winners[0]
+
+
+def test_job_overview_ignores_skips_for_last_status(tmp_db):
+    a = make_run(scheduled_at=1.0)
+    store.finish_run(a, "error", 2.0, error="boom")
+    store.record_skipped("j", 3.0, "overlap: 1 run live", 3.0)
+    make_run(scheduled_at=4.0)  # live
+    info = store.job_overview(["j", "other"])
+    assert info["j"] == {"last_status": "error", "last_finished_at": 2.0, "live_runs": 1,
+                         "last_skip_reason": "overlap: 1 run live"}
+    assert info["other"]["last_status"] is None
+
+
+def test_hot_queries_use_indexes(tmp_db):
+    plans = {
+        "live": "SELECT id FROM run WHERE status = 'running' AND instance_id = 1",
+        "last": "SELECT MAX(id) FROM run WHERE job = 'j' AND status = 'error'",
+        "history": "SELECT id FROM run WHERE job = 'j' ORDER BY id DESC LIMIT 20",
+        "24h": "SELECT COUNT(*) FROM run WHERE finished_at >= 5",
+    }
+    for name, sql in plans.items():
+        plan = " ".join(str(row[-1]) for row in store.db.execute_sql("EXPLAIN QUERY PLAN " + sql))
+        assert "USING" in plan and "SCAN run" not in plan.replace("USING", "|USING"), (name, plan)
+
+
+def test_prune_deletes_finished_runs_and_steps_only(tmp_db):
+    for i in range(25):
+        run_id = make_run(scheduled_at=float(i))
+        store.start_step(run_id, "s", float(i))
+        store.finish_run(run_id, "success", float(i))
+    live = make_run(scheduled_at=99.0, now=0.0)
+    assert store.prune(before=10.0, dry_run=True) == 10
+    assert store.prune(before=10.0, batch_size=3) == 10
+    assert len(store.list_runs(limit=100)) == 16
+    assert store.run_status(live) == "running"
+    orphan_steps = store.db.execute_sql(
+        "SELECT COUNT(*) FROM step WHERE run_id NOT IN (SELECT id FROM run)").fetchone()[0]
+    assert orphan_steps == 0
