@@ -107,6 +107,22 @@ def open_for_query():
     return config, path
 
 
+def config_job(config, name: str):
+    job = config.job(name)
+    if job is None:
+        known = ", ".join(j.name for j in config.jobs) or "none"
+        raise click.BadParameter(f"no job named {name!r} in {config.path} (jobs: {known})",
+                                 param_hint="JOB")
+    return job
+
+
+def setup_logging(config) -> None:
+    from beaconlite import logs
+    from beaconlite.redaction import Redactor
+
+    logs.setup(config.daemon.log_level, config.daemon.log_format, Redactor(config.secrets))
+
+
 def emit(value, as_json: bool, text: str) -> None:
     click.echo(output.dumps(value) if as_json else text)
 
@@ -280,6 +296,27 @@ def prune(older_than, dry_run, as_json):
     emit({"dry_run": dry_run, "pruned": count}, as_json, f"{verb} {count} finished run(s)")
 
 
+@cli.command("run")
+@global_options
+@click.argument("job_name", metavar="JOB")
+@json_option
+def run_command(job_name, as_json):
+    """Run JOB here in the foreground, recorded like any run; Ctrl-C cancels it."""
+    from beaconlite import store
+    from beaconlite.foreground import run_in_foreground
+
+    config = load_config()
+    job = config_job(config, job_name)
+    setup_logging(config)
+    run_id, status = run_in_foreground(config, job)
+    run, steps = store.get_run(run_id)
+    detail = output.run_detail_json(run, steps)
+    duration = f" in {run.duration_s:.2f}s" if run.duration_s is not None else ""
+    error = f": {run.error}" if run.error else ""
+    emit(detail, as_json, f"run {run_id} ({job.name}) {status}{duration}{error}")
+    return exit_by_status(status)
+
+
 # -- the entry point ----------------------------------------------------------------------
 
 
@@ -291,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help())
         code = ExitStatus.OK
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("beaconlite: interrupted", err=True)
         code = 130
     except click.ClickException as e:

@@ -29,6 +29,10 @@ class SlotTaken(BeaconError):
     """(job, scheduled_at, attempt) already has a run: a slot starts at most once."""
 
 
+class StepFailed(Exception):
+    """A step's finding: its message is the whole story (no exception type, no traceback)."""
+
+
 class RunAborted(BaseException):
     """Raised inside a run at a checkpoint once the run has been aborted.
 

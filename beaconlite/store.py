@@ -141,7 +141,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 # -- opening ------------------------------------------------------------------------------
 
 
-def _ensure_directory(directory: Path, group_access: bool) -> None:
+def ensure_directory(directory: Path, group_access: bool) -> None:
     if directory.is_dir():
         return  # an existing directory's mode is never changed
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -185,7 +185,7 @@ def _schema_version(path: Path) -> int:
 def open_writer(path: Path, group_access: bool = False) -> None:
     """Open (creating and migrating) the database. Call only while holding the daemon lock."""
     path = Path(path)
-    _ensure_directory(path.parent, group_access)
+    ensure_directory(path.parent, group_access)
     try:
         # Create the file ourselves so it never exists with looser permissions; SQLite
         # gives its -wal and -shm files the database file's mode.
@@ -215,17 +215,20 @@ def open_reader(path: Path, allow_missing: bool = True) -> bool:
     A missing database reads as empty history: an in-memory one with the schema stands in.
     """
     path = Path(path)
-    if not path.exists():
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"{path}: permission denied")
+        _connect(path, uri=f"file:{quote(str(path.absolute()))}?mode=rw")
+        version = _schema_version(path)
+    else:
+        version = 0
+    if version == 0:  # missing, or just created and not yet given its schema
         if not allow_missing:
-            raise StoreError(f"{path}: database does not exist")
+            raise StoreError(f"{path}: database does not exist yet")
         _connect(":memory:")
         for migrate in MIGRATIONS:
             migrate()
         return False
-    if not os.access(path, os.R_OK):
-        raise StoreError(f"{path}: permission denied")
-    _connect(path, uri=f"file:{quote(str(path.absolute()))}?mode=rw")
-    version = _schema_version(path)
     if version < SCHEMA_VERSION:
         raise StoreError(
             f"{path}: database schema version {version} is older than this beaconlite's "

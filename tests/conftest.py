@@ -96,3 +96,15 @@ def subprocess_env(**extra) -> dict:
     env.update({k: str(v) for k, v in extra.items()})
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     return env
+
+
+# -- a real local HTTP server with misbehaving routes (tests/peers.py) -------------------
+
+
+@pytest.fixture
+def http_server():
+    from peers import start_peer, stop_peer
+
+    server = start_peer()
+    yield server
+    stop_peer(server)

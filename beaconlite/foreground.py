@@ -1,0 +1,68 @@
+"""`beaconlite run JOB`: one run in this process, recorded like any other.
+
+The process registers as its own instance (kind "foreground") and heartbeats while the run
+lives, so a reaper can tell a live foreground run from one whose process died.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+from beaconlite import __version__, clock, store
+from beaconlite.config import Config, JobSpec, import_paths, resolve_target
+from beaconlite.errors import ConfigError, RunCancelled
+from beaconlite.lock import DaemonLock
+from beaconlite.runner import Runner
+
+
+def open_store(config: Config) -> None:
+    """Open the database for writing runs: create or migrate it only under the daemon lock."""
+    path = config.daemon.database
+    store.ensure_directory(path.parent, config.daemon.group_access)
+    lock = DaemonLock(path, store.file_mode(config.daemon.group_access))
+    if not lock.try_acquire():
+        store.open_attached(path)  # a daemon holds the lock: it has prepared the database
+        return
+    try:
+        store.open_writer(path, config.daemon.group_access)
+    finally:
+        lock.release()
+
+
+def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
+    """Run ``job`` now, here; return (run id, final status). Ctrl-C / SIGTERM cancel it."""
+    if job.kind == "python":
+        try:
+            resolve_target(job.run, import_paths(config))
+        except ValueError as e:
+            raise ConfigError(f'{config.path}: job "{job.name}": key "run": {e}') from None
+    open_store(config)
+    instance = store.register_instance("foreground", os.getpid(), socket.gethostname(),
+                                       __version__, config.daemon.orphan_after, clock.wall())
+    runner = Runner(config, instance)
+    stop_beats = threading.Event()
+    live = runner.start(job, "manual", clock.wall())
+
+    def beat():
+        while not stop_beats.wait(config.daemon.heartbeat_interval):
+            store.heartbeat(instance, [live.run_id], clock.wall())
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    # Ctrl-C and SIGTERM cancel the run (also when started with SIGINT ignored, as `&` does).
+    previous = {sig: signal.signal(sig, signal.default_int_handler)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not live.ended.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        live.abort(RunCancelled, "cancelled by the user (interrupt)")
+        live.ended.wait()  # bounded: the runner records it itself after abort_grace
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop_beats.set()
+        store.stop_instance(instance, clock.wall())
+    return live.run_id, store.run_status(live.run_id) or "error"
