@@ -317,6 +317,167 @@ def run_command(job_name, as_json):
     return exit_by_status(status)
 
 
+@cli.command()
+@global_options
+def daemon():
+    """Run the scheduler in the foreground (service managers run this)."""
+    from beaconlite.config import check_targets
+    from beaconlite.daemon import Daemon
+
+    config = load_config()
+    check_targets(config)
+    setup_logging(config)
+    return Daemon(config).run()
+
+
+def poll(predicate, timeout: float, interval: float = 0.05):
+    """predicate() until truthy or timeout; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
+    """Write a request for the daemon and wait for its answer (it ticks every second)."""
+    from beaconlite import store
+
+    request = store.add_request(kind, time.time(), job=job, run_id=run_id)
+    answer = poll(lambda: (r := store.get_request(request)) and r.error is not None and r, 5.0)
+    if not answer:
+        if store.withdraw_request(request):
+            raise Negative("the daemon did not take the request within 5 s")
+        answer = poll(lambda: (r := store.get_request(request)) and r.error is not None and r, 5.0)
+    if not answer:
+        raise Negative("the daemon took the request but did not answer within 10 s")
+    return answer
+
+
+def require_daemon(path: Path) -> None:
+    from beaconlite import store
+    from beaconlite.lock import daemon_alive
+
+    if not daemon_alive(path) or not store.open_reader(path):
+        raise Negative(f"no daemon is running on {path}")
+
+
+def wait_for_end(run_id: int, timeout: float | None) -> str:
+    from beaconlite import store
+
+    status = poll(lambda: (s := store.run_status(run_id)) != "running" and s,
+                  timeout if timeout is not None else float("inf"), 0.1)
+    return status or "running"
+
+
+@cli.command()
+@global_options
+@click.argument("job_name", metavar="JOB")
+@click.option("--wait", is_flag=True, help="Wait for the run to end; exit by its status.")
+@click.option("--timeout", help='With --wait: give up after this long, e.g. "10m".')
+@json_option
+def trigger(job_name, wait, timeout, as_json):
+    """Ask the running daemon for a run of JOB now."""
+    from beaconlite import store
+
+    limit = duration_arg(timeout, "--timeout")
+    config = load_config(required=False)
+    if config is not None:
+        config_job(config, job_name)
+    path = database_path(config)
+    require_daemon(path)
+    answer = ask_daemon("trigger", job=job_name)
+    if answer.error == "queued":
+        emit({"job": job_name, "run_id": None, "queued": True}, as_json,
+             f"{job_name}: a run is live; this one is queued and starts when it ends")
+        return ExitStatus.OK
+    if answer.error:
+        raise Negative(f"{job_name} did not start: {answer.error}")
+    run_id = answer.result_run_id
+    if not wait:
+        emit({"job": job_name, "run_id": run_id}, as_json, f"run {run_id} ({job_name}) started")
+        return ExitStatus.OK
+    status = wait_for_end(run_id, limit)
+    run, steps = store.get_run(run_id)
+    if status == "running":
+        emit(output.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) still running")
+        return ExitStatus.NEGATIVE
+    error = f": {run.error}" if run.error else ""
+    emit(output.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) {status}{error}")
+    return exit_by_status(status)
+
+
+@cli.command()
+@global_options
+@click.argument("run_id", type=int)
+def cancel(run_id):
+    """Stop a live run."""
+    import os
+    import signal
+    import socket
+
+    from beaconlite import reaper, store
+    from beaconlite.lock import daemon_alive
+
+    config = load_config(required=False)
+    path = database_path(config)
+    store.open_reader(path)
+    status = store.run_status(run_id)
+    if status is None:
+        raise Negative(f"no run with id {run_id}")
+    if status != "running":
+        raise Negative(f"run {run_id} is not live (it is {status})")
+    run = store.Run.get_by_id(run_id)
+    owner = store.instances([run.instance_id]).get(run.instance_id)
+    host, now = socket.gethostname(), time.time()
+    alive = daemon_alive(path)
+    orphans = {o.id: o for o in reaper.find_orphans(now, host, daemon_lock_free=not alive)}
+    if run_id in orphans:
+        store.finish_abandoned(run_id, "cancelled", f"cancelled ({orphans[run_id].reason})", now)
+    elif owner is not None and owner.kind == "foreground" and owner.host == host:
+        os.kill(owner.pid, signal.SIGINT)  # `beaconlite run` cancels its run on Ctrl-C
+    elif alive:
+        answer = ask_daemon("cancel", run_id=run_id)
+        if answer.error:
+            raise Negative(answer.error)
+    else:
+        raise Negative(f"run {run_id} belongs to a process on {owner.host if owner else '?'}")
+    status = wait_for_end(run_id, 15.0)
+    click.echo(f"run {run_id} {status}")
+    return ExitStatus.OK if status == "cancelled" else ExitStatus.NEGATIVE
+
+
+@cli.command()
+@global_options
+@click.option("--dry-run", is_flag=True, help="List the orphans, change nothing.")
+@click.option("--older-than", help='Only runs started more than this long ago (default 0).')
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
+@json_option
+def reap(dry_run, older_than, batch_size, as_json):
+    """Flip orphaned running rows to timeout now."""
+    import socket
+
+    from beaconlite import reaper, store
+    from beaconlite.lock import daemon_alive
+
+    age = duration_arg(older_than, "--older-than") or 0.0
+    config = load_config(required=False)
+    path = database_path(config)
+    store.open_reader(path)
+    now = time.time()
+    orphans = reaper.find_orphans(now, socket.gethostname(),
+                                  daemon_lock_free=not daemon_alive(path), older_than=age)
+    done = orphans if dry_run else reaper.reap(orphans, now, batch_size)
+    value = {"dry_run": dry_run, "reaped": [
+        {"id": o.id, "job": o.job, "started_at": output.iso(o.started_at), "reason": o.reason}
+        for o in done]}
+    verb = "would flip" if dry_run else "flipped"
+    lines = [f"{verb} {len(done)} orphaned run(s) to timeout"]
+    lines += [f"  {o.id} {o.job} (started {output.local(o.started_at)}): {o.reason}" for o in done]
+    emit(value, as_json, "\n".join(lines))
+
+
 # -- the entry point ----------------------------------------------------------------------
 
 

@@ -115,6 +115,13 @@ class LiveRun:
         if aborted:
             kinds.kill_group(proc.pid, signal.SIGKILL)
 
+    def kill_process(self) -> None:
+        """SIGKILL the run's process group now (a stopping daemon waits no longer)."""
+        with self._lock:
+            process = self._process
+        if process is not None:
+            kinds.kill_group(process.pid, signal.SIGKILL)
+
     def finish_work(self) -> bool:
         """The work ended: from now on an abort has nothing to stop. False if it came first."""
         with self._lock:

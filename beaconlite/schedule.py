@@ -182,3 +182,17 @@ def probe(schedule: Schedule) -> None:
     """Refuse a schedule that never fires (e.g. "0 0 31 2 *")."""
     if schedule.next_after(datetime.now(timezone.utc), timezone.utc) is None:
         raise ScheduleError("the schedule never fires")
+
+
+def due_slots(schedule: Schedule, tz: tzinfo, after: float, until: float,
+              cap: int = 100_000) -> tuple[list[float], bool]:
+    """Slots in (after, until] as epoch seconds; at most ``cap``, and whether there were more."""
+    slots: list[float] = []
+    t: datetime | None = datetime.fromtimestamp(after, timezone.utc)
+    while len(slots) < cap:
+        t = schedule.next_after(t, tz)
+        if t is None or t.timestamp() > until:
+            return slots, False
+        slots.append(t.timestamp())
+    nxt = schedule.next_after(t, tz)
+    return slots, nxt is not None and nxt.timestamp() <= until

@@ -277,6 +277,11 @@ def stop_instance(instance_id: int, now: float) -> None:
             Instance.id == instance_id).execute()
 
 
+def instances(ids) -> dict[int, Instance]:
+    ids = {i for i in ids if i is not None}
+    return {i.id: i for i in Instance.select().where(Instance.id.in_(ids))} if ids else {}
+
+
 def latest_daemon() -> Instance | None:
     return (Instance.select().where(Instance.kind == "daemon")
             .order_by(Instance.id.desc()).first())
@@ -352,17 +357,25 @@ def finish_run(run_id: int, status: str, now: float, *, error: str | None = None
 
 def finish_abandoned(run_id: int, status: str, error: str, now: float) -> bool:
     """Finish a run nobody is running any more (orphaned, or its thread never ended)."""
+    return run_id in finish_abandoned_many([(run_id, error)], status, now)
+
+
+def finish_abandoned_many(rows: list[tuple[int, str]], status: str, now: float) -> set[int]:
+    """Compare-and-set each (run id, reason) to ``status`` in one transaction; the ids won."""
+    won = set()
     with db.atomic("IMMEDIATE"):
-        row = Run.get_or_none(Run.id == run_id)
-        if row is None or row.status != "running":
-            return False
-        duration = max(0.0, now - row.started_at) if row.started_at else None
-        won = Run.update(status=status, finished_at=now, error=error, duration_s=duration).where(
-            Run.id == run_id, Run.status == "running").execute()
-        if won:
-            Step.update(status=status, finished_at=now).where(
-                Step.run_id == run_id, Step.status == "running").execute()
-    return won == 1
+        started = dict(Run.select(Run.id, Run.started_at)
+                       .where(Run.id.in_([r for r, _ in rows]), Run.status == "running").tuples())
+        for run_id, error in rows:
+            if run_id not in started:
+                continue
+            duration = max(0.0, now - started[run_id]) if started[run_id] else None
+            if Run.update(status=status, finished_at=now, error=error, duration_s=duration).where(
+                    Run.id == run_id, Run.status == "running").execute():
+                Step.update(status=status, finished_at=now).where(
+                    Step.run_id == run_id, Step.status == "running").execute()
+                won.add(run_id)
+    return won
 
 
 def live_runs(instance_id: int | None = None) -> list[Run]:
@@ -377,10 +390,51 @@ def run_status(run_id: int) -> str | None:
     return row.status if row else None
 
 
-def last_started_slot(job: str) -> float | None:
-    """The latest slot a job started (the ledger), to measure downtime from."""
-    return (Run.select(fn.MAX(Run.scheduled_at))
-            .where(Run.job == job, Run.status != "skipped", Run.trigger != "manual").scalar())
+def ledger_mark(job: str) -> float | None:
+    """Up to when a job's slots have been dealt with: the latest slot it started, or the
+    latest time a skip of it was recorded (a skip row settles every slot due before it)."""
+    scheduled = Run.trigger.in_(("schedule", "catchup", "retry"))
+    started = (Run.select(fn.MAX(Run.scheduled_at))
+               .where(Run.job == job, Run.status.in_(("running",) + FINISHED), scheduled).scalar())
+    skipped = (Run.select(fn.MAX(Run.finished_at))
+               .where(Run.job == job, Run.status == "skipped", scheduled).scalar())
+    marks = [m for m in (started, skipped) if m is not None]
+    return max(marks) if marks else None
+
+
+# -- requests from the CLI to the daemon --------------------------------------------------
+
+
+def add_request(kind: str, now: float, job: str | None = None, run_id: int | None = None) -> int:
+    with db.atomic("IMMEDIATE"):
+        return Request.insert(kind=kind, job=job, run_id=run_id, created_at=now).execute()
+
+
+def take_requests(now: float) -> list[Request]:
+    """The open requests, marked taken (the daemon is their only consumer)."""
+    with db.atomic("IMMEDIATE"):
+        found = list(Request.select().where(Request.taken_at.is_null()).order_by(Request.id))
+        if found:
+            Request.update(taken_at=now).where(Request.id.in_([r.id for r in found])).execute()
+    return found
+
+
+def answer_request(request_id: int, result_run_id: int | None = None, error: str = "") -> None:
+    """Answer a taken request; an empty error means done."""
+    with db.atomic("IMMEDIATE"):
+        Request.update(result_run_id=result_run_id, error=error).where(
+            Request.id == request_id).execute()
+
+
+def get_request(request_id: int) -> Request | None:
+    return Request.get_or_none(Request.id == request_id)
+
+
+def withdraw_request(request_id: int) -> bool:
+    """Take back a request the daemon has not taken; False if it already has."""
+    with db.atomic("IMMEDIATE"):
+        return Request.delete().where(Request.id == request_id,
+                                      Request.taken_at.is_null()).execute() == 1
 
 
 # -- reading for the CLI ------------------------------------------------------------------

@@ -1,0 +1,193 @@
+"""What a due slot becomes: a run, a catch-up run, a queued fire, a retry, or a skipped row.
+
+APScheduler only says *when* slots are due. Here: several due slots of a job collapse to
+the latest (the rest summed up in one skipped row); a late slot runs as an ordinary run
+within `misfire_grace`, else once as a `catchup` run (or is skipped with `catch_up = false`);
+a fire finding the job busy follows its `overlap` policy; a fire beyond
+`max_concurrent_runs` is skipped; a failed run gets its retries. Nothing here ever waits on
+a run: a fire starts a thread and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from beaconlite import clock, store
+from beaconlite.config import Config, JobSpec, resolve_timezone
+from beaconlite.errors import RunCancelled, SlotTaken
+from beaconlite.output import iso
+from beaconlite.runner import LiveRun, Runner
+from beaconlite.schedule import due_slots, parse_schedule
+from beaconlite.units import format_duration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fire:
+    job: str
+    slot: float
+    trigger: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a fire: a run id, and a reason when it did not start."""
+
+    run_id: int | None
+    skipped: str | None = None
+    queued: bool = False
+
+
+class Dispatcher:
+    def __init__(self, config: Config, runner: Runner):
+        self.config = config
+        self.tz = resolve_timezone(config.daemon.timezone)
+        self.runner = runner
+        self.stopping = False
+        # Why several slots came due at once: the daemon's tick names the last gap it saw.
+        self.why_late = "the scheduler fired late"
+        self._lock = threading.RLock()
+        self._queued: dict[str, Fire] = {}  # one held fire per job (overlap = "queue")
+        self._retries: list[tuple[float, Fire]] = []  # (due, by elapsed time; the fire)
+
+    def reconfigure(self, config: Config) -> None:
+        with self._lock:
+            self.config = config
+            self.tz = resolve_timezone(config.daemon.timezone)
+
+    # -- slots ----------------------------------------------------------------------------
+
+    def fire(self, job_name: str, slots: list[float], now: float, why_late: str,
+             more: bool = False) -> None:
+        """Due slots of one job (oldest first): the latest may run, the rest are skipped."""
+        job = self.config.job(job_name)
+        if job is None or not job.enabled or not slots or self.stopping:
+            return
+        latest, late = slots[-1], now - slots[-1]
+        if late <= job.misfire_grace:
+            trigger = "schedule"
+        elif job.catch_up:
+            trigger = "catchup"
+        else:
+            trigger = None
+        missed = slots[:-1] if trigger else slots
+        if missed:
+            count = f"more than {len(missed)}" if more else str(len(missed))
+            span = (f"at {iso(missed[0])}" if len(missed) == 1
+                    else f"between {iso(missed[0])} and {iso(missed[-1])}")
+            tail = "" if trigger else f"; catch_up = false and the latest is {format_duration(late)} late"
+            self._skip(job, missed[0], f"missed {count} fire(s) {span}: {why_late}{tail}", now)
+        if trigger:
+            self.start(Fire(job.name, latest, trigger), now)
+
+    def recover_missed(self, now: float, why: str) -> None:
+        """At start: each job's slots missed since its ledger mark (the last slot dealt with)."""
+        for job in self.config.jobs:
+            if not (job.schedule and job.enabled):
+                continue
+            mark = store.ledger_mark(job.name)
+            if mark is None:
+                continue  # never ran: nothing was missed
+            slots, more = due_slots(parse_schedule(job.schedule), self.tz, mark, now)
+            if slots:
+                self.fire(job.name, slots, now, why, more)
+
+    # -- starting -------------------------------------------------------------------------
+
+    def start(self, fire: Fire, now: float) -> Outcome:
+        """Start a fire now, by the job's overlap policy and the daemon's capacity."""
+        with self._lock:
+            job = self.config.job(fire.job)
+            if job is None:
+                return Outcome(None, f"no job named {fire.job!r}")
+            if self.stopping:
+                return self._skip(job, fire.slot, "the daemon is stopping", now, fire)
+            live = [r for r in self.runner.live_runs() if r.aborted is None]
+            mine = sorted((r for r in live if r.job.name == job.name), key=lambda r: r.run_id)
+            if len(mine) >= job.max_instances:
+                busy = f"{len(mine)} run(s) of {job.name} live (max_instances = {job.max_instances})"
+                if job.overlap == "skip":
+                    return self._skip(job, fire.slot, f"overlap: {busy}", now, fire)
+                if job.overlap == "queue":
+                    if job.name in self._queued:
+                        return self._skip(job, fire.slot, f"overlap: {busy} and a fire is "
+                                          "already queued", now, fire)
+                    self._queued[job.name] = fire
+                    log.info("%s: %s; fire of %s queued", job.name, busy, iso(fire.slot),
+                             extra={"event": "run.queued", "job": job.name})
+                    return Outcome(None, queued=True)
+                mine[0].abort(RunCancelled, f"replaced by a newer run ({fire.trigger})")
+                live.remove(mine[0])
+            if len(live) >= self.config.daemon.max_concurrent_runs:
+                return self._skip(job, fire.slot, f"capacity: {len(live)} runs live "
+                                  f"(max_concurrent_runs = {self.config.daemon.max_concurrent_runs})",
+                                  now, fire)
+            try:
+                started = self.runner.start(job, fire.trigger, fire.slot, fire.attempt)
+            except SlotTaken:
+                log.info("%s: slot %s attempt %d already has a run", job.name, iso(fire.slot),
+                         fire.attempt)
+                return Outcome(None, "this slot already has a run")
+            return Outcome(started.run_id)
+
+    def trigger(self, job: JobSpec, requested_at: float) -> Outcome:
+        """A manual run; its slot is the request time (nudged if another took that instant)."""
+        for nudge in range(10):
+            outcome = self.start(Fire(job.name, requested_at + nudge / 1000, "manual"),
+                                 clock.wall())
+            if outcome.skipped != "this slot already has a run":
+                return outcome
+        return outcome
+
+    def _skip(self, job: JobSpec, slot: float, reason: str, now: float,
+              fire: Fire | None = None) -> Outcome:
+        trigger, attempt = (fire.trigger, fire.attempt) if fire else ("schedule", 1)
+        run_id = store.record_skipped(job.name, slot, reason, now, trigger, attempt)
+        log.info("%s: skipped: %s", job.name, reason,
+                 extra={"event": "run.skipped", "job": job.name, "run_id": run_id,
+                        "status": "skipped"})
+        return Outcome(run_id, reason)
+
+    # -- after a run ----------------------------------------------------------------------
+
+    def on_end(self, live: LiveRun, status: str) -> None:
+        """A run ended (any thread): schedule its retry, release the job's queued fire."""
+        with self._lock:
+            job = self.config.job(live.job.name)
+            if job is None or self.stopping:
+                return
+            if status in job.retry_on and live.attempt <= job.retries:
+                retry = Fire(job.name, live.scheduled_at, "retry", live.attempt + 1)
+                self._retries.append((clock.elapsed() + job.retry_delay, retry))
+                log.info("%s: attempt %d %s; retry in %s", job.name, live.attempt, status,
+                         format_duration(job.retry_delay), extra={"event": "run.retry",
+                                                                  "job": job.name})
+            queued = self._queued.pop(job.name, None)
+        if queued is not None:
+            self.start(queued, clock.wall())
+
+    def tick(self, now: float) -> None:
+        """Start the retries that are due."""
+        with self._lock:
+            elapsed = clock.elapsed()
+            due = [f for at, f in self._retries if at <= elapsed]
+            self._retries = [(at, f) for at, f in self._retries if at > elapsed]
+        for fire in due:
+            self.start(fire, now)
+
+    def drop_pending(self, reason: str, now: float) -> None:
+        """At stop: held fires and pending retries do not survive; each becomes a skip."""
+        with self._lock:
+            self.stopping = True
+            pending = list(self._queued.values()) + [f for _, f in self._retries]
+            self._queued.clear()
+            self._retries.clear()
+        for fire in pending:
+            job = self.config.job(fire.job)
+            if job is not None:
+                what = "pending retry" if fire.trigger == "retry" else "queued fire"
+                self._skip(job, fire.slot, f"{what} dropped: {reason}", now, fire)

@@ -1,0 +1,89 @@
+"""Orphans -> timeout: runs whose instance died, froze or slept too long.
+
+A `running` row is orphaned when its instance is dead: for a daemon, its lock is free or
+its heartbeat is older than the `orphan_after` it recorded; for a foreground `beaconlite run`,
+its process no longer exists on this host or its heartbeat is stale. The daemon's own runs
+are never judged by their heartbeat (only by their deadline, in the daemon).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from beaconlite import store
+from beaconlite.units import format_duration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    id: int
+    job: str
+    started_at: float | None
+    reason: str
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    return True
+
+
+def _death(instance, now: float, host: str, daemon_lock_free: bool) -> str | None:
+    """Why this instance is dead, or None while it lives."""
+    if instance is None:
+        return "orphaned: its instance is unknown"
+    who = f"{'daemon' if instance.kind == 'daemon' else 'foreground run'} pid {instance.pid} on {instance.host}"
+    if instance.stopped_at is not None:
+        return f"orphaned: {who} stopped"
+    if instance.kind == "daemon" and daemon_lock_free:
+        return f"orphaned: {who} stopped"
+    if instance.kind == "foreground" and instance.host == host and not pid_alive(instance.pid):
+        return f"orphaned: {who} is gone"
+    age = now - instance.heartbeat_at
+    if age > instance.orphan_after:
+        return f"orphaned: {who} stopped heartbeating {format_duration(age)} ago"
+    return None
+
+
+def find_orphans(now: float, host: str, *, daemon_lock_free: bool,
+                 own_instance: int | None = None, older_than: float = 0.0) -> list[Orphan]:
+    """Running rows whose instance is dead. The caller's own instance is never judged here.
+
+    ``daemon_lock_free``: no daemon holds the lock (the daemon itself passes True: holding
+    the lock, it knows every other daemon instance is gone).
+    """
+    runs = [r for r in store.live_runs() if r.instance_id != own_instance or own_instance is None]
+    instances = store.instances(r.instance_id for r in runs)
+    orphans = []
+    for run in runs:
+        if older_than and run.started_at and run.started_at > now - older_than:
+            continue
+        reason = _death(instances.get(run.instance_id), now, host, daemon_lock_free)
+        if reason:
+            orphans.append(Orphan(run.id, run.job, run.started_at, reason))
+    return orphans
+
+
+def reap(orphans: list[Orphan], now: float, batch_size: int = 500) -> list[Orphan]:
+    """Flip orphans to timeout by compare-and-set, one short transaction per batch."""
+    reaped = []
+    for i in range(0, len(orphans), batch_size):
+        batch = orphans[i:i + batch_size]
+        won = store.finish_abandoned_many([(o.id, o.reason) for o in batch], "timeout", now)
+        for orphan in batch:
+            if orphan.id in won:
+                reaped.append(orphan)
+                log.warning("run %d (%s) %s -> timeout", orphan.id, orphan.job, orphan.reason,
+                            extra={"event": "reap", "job": orphan.job, "run_id": orphan.id,
+                                   "status": "timeout"})
+            else:
+                log.info("run %d (%s) ended before it could be reaped", orphan.id, orphan.job)
+    return reaped

@@ -1,0 +1,100 @@
+"""APScheduler 3, told only *when* slots are due. beaconlite decides what each slot becomes.
+
+APScheduler's own defaults (misfire_grace_time=1 s, coalesce=True, max_instances=1) silently
+drop late fires and never tell which slots they stood for. Here every job has
+``misfire_grace_time=None`` and ``coalesce=False``, so a late wake-up delivers every due
+slot, and a custom executor hands them all to a callback that only *starts* runs and
+returns: a hung run can never block APScheduler's pool or its instance count.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import timezone
+
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from beaconlite.config import JobSpec
+from beaconlite.schedule import Schedule, parse_schedule
+
+
+class ScheduleTrigger(BaseTrigger):
+    """An APScheduler trigger over beaconlite's own (cron(8)-correct) schedules."""
+
+    def __init__(self, schedule: Schedule, tz):
+        self.schedule = schedule
+        self.tz = tz
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        after = previous_fire_time or now
+        return self.schedule.next_after(after, self.tz)
+
+    def __str__(self):
+        return f"beaconlite[{self.schedule}]"
+
+
+class FireExecutor(BaseExecutor):
+    """Passes (job name, due slots) to beaconlite; never runs anything itself."""
+
+    def __init__(self, on_fire: Callable[[str, list[float]], None]):
+        super().__init__()
+        self.on_fire = on_fire
+
+    def submit_job(self, job, run_times):
+        self.on_fire(job.id, [t.timestamp() for t in run_times])
+
+    def _do_submit_job(self, job, run_times):  # pragma: no cover - submit_job replaces it
+        raise NotImplementedError
+
+
+def _never_called():  # APScheduler wants a callable per job; our executor ignores it
+    raise AssertionError("beaconlite's executor does not call job functions")
+
+
+class Scheduler:
+    """The APScheduler instance for one daemon."""
+
+    def __init__(self, tz, on_fire: Callable[[str, list[float]], None]):
+        self.tz = tz
+        self._aps = BackgroundScheduler(
+            timezone=timezone.utc,
+            executors={"default": FireExecutor(on_fire)},
+            job_defaults={"misfire_grace_time": None, "coalesce": False,
+                          "max_instances": sys.maxsize},
+        )
+        self._specs: dict[str, tuple[str, bool]] = {}
+
+    def start(self) -> None:
+        self._aps.start()
+
+    def shutdown(self) -> None:
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+
+    def running(self) -> bool:
+        return self._aps.running
+
+    def wakeup(self) -> None:
+        """Look for due slots now (after a suspend: APScheduler waits on a monotonic clock)."""
+        self._aps.wakeup()
+
+    def sync(self, jobs: tuple[JobSpec, ...]) -> None:
+        """Make the scheduled jobs match ``jobs``; unchanged ones keep their next slot."""
+        wanted = {j.name: (j.schedule, j.enabled) for j in jobs if j.schedule and j.enabled}
+        for name in list(self._specs):
+            if self._specs[name] != wanted.get(name):
+                self._aps.remove_job(name)
+                del self._specs[name]
+        for name, (schedule, _) in wanted.items():
+            if name not in self._specs:
+                trigger = ScheduleTrigger(parse_schedule(schedule), self.tz)
+                self._aps.add_job(_never_called, trigger, id=name, name=name)
+                self._specs[name] = wanted[name]
+
+    def next_fire_times(self) -> dict[str, float | None]:
+        return {job.id: job.next_run_time.timestamp() if job.next_run_time else None
+                for job in self._aps.get_jobs()}
+
