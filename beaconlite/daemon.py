@@ -65,7 +65,7 @@ class Daemon:
         self.runner = Runner(self.config, self.instance, on_end=self._on_end)
         self.dispatcher = Dispatcher(self.config, self.runner)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
-        self.scheduler = Scheduler(self.dispatcher.tz, self._on_fire)
+        self.scheduler = Scheduler(self.dispatcher.tz, self._on_fire, self.runner.start_gate)
         self.scheduler.sync(self.config.jobs)
         self._install_signals()
         self.scheduler.start()

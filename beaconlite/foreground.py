@@ -49,6 +49,7 @@ def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
     def beat():
         while not stop_beats.wait(config.daemon.heartbeat_interval):
             store.heartbeat(instance, [live.run_id], clock.wall())
+        store.close()
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
     # Ctrl-C and SIGTERM cancel the run (also when started with SIGINT ignored, as `&` does).

@@ -174,6 +174,7 @@ class Runner:
         self._lock = threading.Lock()
         self._live: dict[int, LiveRun] = {}
         self._leaked: list[LiveRun] = []
+        self.start_gate = threading.Lock()
 
     def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> LiveRun:
         """Record the run (SlotTaken if its slot already ran), then start its thread."""
@@ -187,8 +188,6 @@ class Runner:
             self._live[run_id] = live
         log.info("run %d (%s) started (%s)", run_id, job.name, trigger,
                  extra={"event": "run.start", "job": job.name, "run_id": run_id})
-        live._later(job.timeout, live.abort, RunTimeout,
-                    f"deadline of {format_duration(job.timeout)} passed")
         live.thread.start()
         return live
 
@@ -216,6 +215,12 @@ class Runner:
     # -- the run thread -------------------------------------------------------------------
 
     def _run(self, live: LiveRun) -> None:
+        with self.start_gate:  # held while the scheduler submits a batch of due runs
+            pass
+        # The deadline Timer is started here, not by the firing thread: one thread start
+        # less on the scheduler's path. Its delay counts from the recorded start.
+        live._later(live.deadline_elapsed - clock.elapsed(), live.abort, RunTimeout,
+                    f"deadline of {format_duration(live.job.timeout)} passed")
         ctx = RunContext(live)
         summary: Any = None
         failure: BaseException | None = None
@@ -239,7 +244,10 @@ class Runner:
         output = live.output
         if live.job.kind != "command" and ctx.findings.tracebacks:
             output = "\n".join(ctx.findings.tracebacks)[-kinds.OUTPUT_TAIL:]
-        self._finish(live, status, error, summary, output)
+        try:
+            self._finish(live, status, error, summary, output)
+        finally:
+            store.close()  # this thread's connection: threads come and go, descriptors must not
 
     def _finish(self, live: LiveRun, status: str, error: str | None, summary, output) -> None:
         elapsed = clock.elapsed() - live.started_elapsed
@@ -271,6 +279,13 @@ class Runner:
         """abort_grace after an abort, the run still has not ended: record it ourselves."""
         if live.ended.is_set() or not live.thread.is_alive():
             return
+        try:
+            self._abandon(live)
+        finally:
+            if threading.current_thread().name.endswith("-timer"):
+                store.close()
+
+    def _abandon(self, live: LiveRun) -> None:
         aborted = live.aborted
         grace = self.config.daemon.abort_grace
         frame = sys._current_frames().get(live.thread.ident)

@@ -11,7 +11,9 @@ import json
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -37,7 +39,18 @@ FINISHED = ("success", "warning", "error", "timeout", "cancelled")  # terminal, 
 OK = ("success", "warning")
 PRAGMAS = [("busy_timeout", 10_000), ("synchronous", "normal"), ("foreign_keys", 0)]
 
-db = SqliteDatabase(None)
+db = SqliteDatabase(None)  # one connection per thread (peewee's thread_safe default)
+# In-process writers queue here rather than in SQLite's busy handler, which sleeps in
+# 1-100 ms steps: with 20 runs finishing while the scheduler starts 20 more, that sleep
+# would be the fire lag. Other processes (the CLI) still meet busy_timeout.
+_write_lock = threading.Lock()
+
+
+@contextmanager
+def _write():
+    """A write transaction: BEGIN IMMEDIATE, so a read-then-write never has to upgrade."""
+    with _write_lock, db.atomic("IMMEDIATE"):
+        yield
 
 
 class BaseModel(Model):
@@ -197,7 +210,7 @@ def open_writer(path: Path, group_access: bool = False) -> None:
     try:
         db.execute_sql("PRAGMA journal_mode=wal")
         for step in range(version, SCHEMA_VERSION):
-            with db.atomic("IMMEDIATE"):
+            with _write():
                 MIGRATIONS[step]()
                 db.execute_sql(f"PRAGMA user_version = {step + 1}")
     except (OperationalError, DatabaseError) as e:
@@ -251,7 +264,7 @@ def close() -> None:
 
 def register_instance(kind: str, pid: int, host: str, version: str, orphan_after: float,
                       now: float) -> int:
-    with db.atomic("IMMEDIATE"):
+    with _write():
         return Instance.insert(kind=kind, pid=pid, host=host, version=version, started_at=now,
                                heartbeat_at=now, orphan_after=orphan_after).execute()
 
@@ -259,7 +272,7 @@ def register_instance(kind: str, pid: int, host: str, version: str, orphan_after
 def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> None:
     """The instance's and its live runs' heartbeats, in one short transaction."""
     run_ids = list(run_ids)
-    with db.atomic("IMMEDIATE"):
+    with _write():
         Instance.update(heartbeat_at=now).where(Instance.id == instance_id).execute()
         if run_ids:
             Run.update(heartbeat_at=now).where(
@@ -267,12 +280,12 @@ def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> None:
 
 
 def set_leaked_threads(instance_id: int, count: int) -> None:
-    with db.atomic("IMMEDIATE"):
+    with _write():
         Instance.update(leaked_threads=count).where(Instance.id == instance_id).execute()
 
 
 def stop_instance(instance_id: int, now: float) -> None:
-    with db.atomic("IMMEDIATE"):
+    with _write():
         Instance.update(stopped_at=now, heartbeat_at=now).where(
             Instance.id == instance_id).execute()
 
@@ -294,7 +307,7 @@ def start_run(job: str, trigger: str, scheduled_at: float, attempt: int, deadlin
               instance_id: int | None, now: float) -> int:
     """Insert the run row (status running) before any work; SlotTaken if the slot ran."""
     try:
-        with db.atomic("IMMEDIATE"):
+        with _write():
             return Run.insert(job=job, status="running", trigger=trigger, attempt=attempt,
                               scheduled_at=scheduled_at, started_at=now, deadline_at=deadline_at,
                               heartbeat_at=now, instance_id=instance_id).execute()
@@ -306,7 +319,7 @@ def record_skipped(job: str, scheduled_at: float, reason: str, now: float,
                    trigger: str = "schedule", attempt: int = 1) -> int | None:
     """A fire that never started; None when its slot is already recorded."""
     try:
-        with db.atomic("IMMEDIATE"):
+        with _write():
             return Run.insert(job=job, status="skipped", trigger=trigger, attempt=attempt,
                               scheduled_at=scheduled_at, finished_at=now,
                               error=reason).execute()
@@ -315,12 +328,12 @@ def record_skipped(job: str, scheduled_at: float, reason: str, now: float,
 
 
 def start_step(run_id: int, name: str, now: float) -> int:
-    with db.atomic("IMMEDIATE"):
+    with _write():
         return Step.insert(run_id=run_id, name=name, status="running", started_at=now).execute()
 
 
 def finish_step(step_id: int, status: str, error: str | None, now: float) -> bool:
-    with db.atomic("IMMEDIATE"):
+    with _write():
         return Step.update(status=status, error=error, finished_at=now).where(
             Step.id == step_id, Step.status == "running").execute() == 1
 
@@ -328,7 +341,7 @@ def finish_step(step_id: int, status: str, error: str | None, now: float) -> boo
 def add_skipped_steps(run_id: int, names: Iterable[str], now: float) -> None:
     rows = [dict(run_id=run_id, name=n, status="skipped", finished_at=now) for n in names]
     if rows:
-        with db.atomic("IMMEDIATE"):
+        with _write():
             Step.insert_many(rows).execute()
 
 
@@ -346,7 +359,7 @@ def finish_run(run_id: int, status: str, now: float, *, error: str | None = None
         fields["output"] = output
     if suspended_s:
         fields["suspended_s"] = suspended_s
-    with db.atomic("IMMEDIATE"):
+    with _write():
         won = Run.update(**fields).where(Run.id == run_id, Run.status == "running").execute()
         if won:
             in_flight = status if status in ("error", "timeout", "cancelled") else "skipped"
@@ -363,7 +376,7 @@ def finish_abandoned(run_id: int, status: str, error: str, now: float) -> bool:
 def finish_abandoned_many(rows: list[tuple[int, str]], status: str, now: float) -> set[int]:
     """Compare-and-set each (run id, reason) to ``status`` in one transaction; the ids won."""
     won = set()
-    with db.atomic("IMMEDIATE"):
+    with _write():
         started = dict(Run.select(Run.id, Run.started_at)
                        .where(Run.id.in_([r for r, _ in rows]), Run.status == "running").tuples())
         for run_id, error in rows:
@@ -406,13 +419,13 @@ def ledger_mark(job: str) -> float | None:
 
 
 def add_request(kind: str, now: float, job: str | None = None, run_id: int | None = None) -> int:
-    with db.atomic("IMMEDIATE"):
+    with _write():
         return Request.insert(kind=kind, job=job, run_id=run_id, created_at=now).execute()
 
 
 def take_requests(now: float) -> list[Request]:
     """The open requests, marked taken (the daemon is their only consumer)."""
-    with db.atomic("IMMEDIATE"):
+    with _write():
         found = list(Request.select().where(Request.taken_at.is_null()).order_by(Request.id))
         if found:
             Request.update(taken_at=now).where(Request.id.in_([r.id for r in found])).execute()
@@ -421,7 +434,7 @@ def take_requests(now: float) -> list[Request]:
 
 def answer_request(request_id: int, result_run_id: int | None = None, error: str = "") -> None:
     """Answer a taken request; an empty error means done."""
-    with db.atomic("IMMEDIATE"):
+    with _write():
         Request.update(result_run_id=result_run_id, error=error).where(
             Request.id == request_id).execute()
 
@@ -432,7 +445,7 @@ def get_request(request_id: int) -> Request | None:
 
 def withdraw_request(request_id: int) -> bool:
     """Take back a request the daemon has not taken; False if it already has."""
-    with db.atomic("IMMEDIATE"):
+    with _write():
         return Request.delete().where(Request.id == request_id,
                                       Request.taken_at.is_null()).execute() == 1
 
@@ -501,7 +514,7 @@ def job_states() -> list[JobState]:
 
 def save_job_states(states: list[dict]) -> None:
     """Replace the daemon's published job list (at start, reload and when a fire time moves)."""
-    with db.atomic("IMMEDIATE"):
+    with _write():
         JobState.delete().execute()
         if states:
             JobState.insert_many(states).execute()
@@ -514,7 +527,7 @@ def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
         return Run.select().where(finished).count()
     total = 0
     while True:
-        with db.atomic("IMMEDIATE"):  # one short write transaction per batch
+        with _write():  # one short write transaction per batch
             ids = [r.id for r in Run.select(Run.id).where(finished).limit(batch_size)]
             if not ids:
                 return total

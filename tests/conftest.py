@@ -108,3 +108,101 @@ def http_server():
     server = start_peer()
     yield server
     stop_peer(server)
+
+
+# -- a real daemon process ----------------------------------------------------------------
+
+import json  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+
+
+class DaemonProcess:
+    def __init__(self, config: Path, database: Path, log: Path, env: dict):
+        self.config, self.database, self.log_path = config, database, log
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        starts = self.count("daemon.start")
+        self.log_file = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "beaconlite", "-c", str(self.config), "daemon"],
+            stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env)
+        if wait_ready:
+            wait_for(lambda: self.count("daemon.start") > starts or self.proc.poll() is not None,
+                     15, what="the daemon to start")
+            assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def count(self, event: str) -> int:
+        return sum(1 for e in self.events() if e.get("event") == event)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.log_file.close()
+
+    def runs(self, job: str | None = None) -> list:
+        store.open_reader(self.database)
+        query = store.Run.select().order_by(store.Run.id)
+        if job:
+            query = query.where(store.Run.job == job)
+        rows = list(query)
+        store.close()
+        return rows
+
+
+DAEMON_DEFAULTS = """
+[daemon]
+database = "state/b.db"
+log_format = "json"
+log_level = "debug"
+heartbeat_interval = "0.2s"
+reaper_interval = "0.5s"
+orphan_after = "2s"
+abort_grace = "0.5s"
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """daemon(jobs_toml, **env) -> a started DaemonProcess (stopped at teardown)."""
+    made: list[DaemonProcess] = []
+
+    def make(body: str, start: bool = True, defaults: str = DAEMON_DEFAULTS, **env) -> DaemonProcess:
+        config = tmp_path / "beaconlite.toml"
+        config.write_text(defaults + textwrap.dedent(body))
+        d = DaemonProcess(config, tmp_path / "state" / "b.db", tmp_path / f"daemon{len(made)}.log",
+                          subprocess_env(**env))
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        if d.proc and d.proc.poll() is None:
+            d.stop()
