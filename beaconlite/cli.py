@@ -123,6 +123,13 @@ def setup_logging(config) -> None:
     logs.setup(config.daemon.log_level, config.daemon.log_format, Redactor(config.secrets))
 
 
+def lock_free(path: Path) -> bool:
+    """No daemon holds this database's lock (so none is running, whatever the rows say)."""
+    from beaconlite.lock import daemon_alive
+
+    return path.exists() and not daemon_alive(path)
+
+
 def emit(value, as_json: bool, text: str) -> None:
     click.echo(output.dumps(value) if as_json else text)
 
@@ -171,9 +178,9 @@ def status(as_json: bool):
     """Daemon state and one line per job."""
     from beaconlite import store
 
-    config, _ = open_for_query()
+    config, path = open_for_query()
     now = time.time()
-    daemon, state = store.daemon_state(now)
+    daemon, state = store.daemon_state(now, lock_free(path))
     published = {s.name: s for s in store.job_states()}
     if config:
         jobs = [(j.name, j.schedule, j.enabled) for j in config.jobs]
@@ -476,6 +483,42 @@ def reap(dry_run, older_than, batch_size, as_json):
     lines = [f"{verb} {len(done)} orphaned run(s) to timeout"]
     lines += [f"  {o.id} {o.job} (started {output.local(o.started_at)}): {o.reason}" for o in done]
     emit(value, as_json, "\n".join(lines))
+
+
+@cli.command()
+@global_options
+@click.option("--prometheus", "as_prometheus", is_flag=True,
+              help="Metrics in the Prometheus text format (always exits 0).")
+@json_option
+def health(as_prometheus, as_json):
+    """The health verdict and metrics; exit 0 healthy, 1 not."""
+    from beaconlite import health as health_check
+    from beaconlite import store
+    from beaconlite.config import resolve_timezone
+    from beaconlite.errors import StoreError
+
+    config = load_config(required=False)
+    path = database_path(config)
+    try:
+        store.open_reader(path)
+        if config:
+            jobs = [(j.name, j.schedule, j.enabled) for j in config.jobs]
+        else:
+            jobs = [(s.name, s.schedule, bool(s.enabled)) for s in store.job_states()]
+        tz = resolve_timezone(config.daemon.timezone if config else "local")
+        grace = config.daemon.abort_grace if config else 10.0
+        problems, metrics = health_check.check(time.time(), jobs, tz, grace, lock_free(path))
+    except StoreError as e:
+        problems, metrics = [f"database unreadable: {e}"], dict.fromkeys(health_check.METRICS)
+    healthy = not problems
+    if as_prometheus:
+        click.echo(health_check.prometheus(healthy, metrics))
+        return ExitStatus.OK
+    value = {"healthy": healthy, "problems": problems, "metrics": metrics}
+    text = ["healthy" if healthy else "unhealthy"] + [f"  problem: {p}" for p in problems]
+    text += [f"  {k}: {v}" for k, v in metrics.items()]
+    emit(value, as_json, "\n".join(text))
+    return ExitStatus.OK if healthy else ExitStatus.NEGATIVE
 
 
 # -- the entry point ----------------------------------------------------------------------

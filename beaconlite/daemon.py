@@ -44,6 +44,8 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.scheduler: Scheduler | None = None
         self._published: dict | None = None
+        self._last_tick = self._clocks()
+        self._last_gap: tuple[str | None, float] = (None, 0.0)
 
     @property
     def tick_interval(self) -> float:
@@ -52,13 +54,13 @@ class Daemon:
 
     # -- start ----------------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Run until SIGTERM / SIGINT; the exit code (0 after a clean stop)."""
+    def run(self, handle_signals: bool = True) -> int:
+        """Run until SIGTERM / SIGINT (or request_stop()); 0 after a clean stop."""
         settings = self.config.daemon
         store.ensure_directory(settings.database.parent, settings.group_access)
         self.lock.acquire()  # LockHeld: another daemon serves this database
         store.open_writer(settings.database, settings.group_access)
-        now = clock.wall()
+        now = self.started_at = clock.wall()
         previous = store.latest_daemon()
         self.instance = store.register_instance("daemon", os.getpid(), self.host, __version__,
                                                 settings.orphan_after, now)
@@ -67,7 +69,8 @@ class Daemon:
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
         self.scheduler = Scheduler(self.dispatcher.tz, self._on_fire, self.runner.start_gate)
         self.scheduler.sync(self.config.jobs)
-        self._install_signals()
+        if handle_signals:
+            self._install_signals()
         self.scheduler.start()
         since = (f" since {iso(previous.stopped_at or previous.heartbeat_at)}" if previous
                  else "")
@@ -83,23 +86,27 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wake.set()
+
     def _install_signals(self) -> None:
-        def stop(signum, frame):
-            self._stop = True
-            self._wake.set()
-
-        def reload(signum, frame):
-            self._reload = True
-            self._wake.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, reload)
+        signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
+        signal.signal(signal.SIGINT, lambda signum, frame: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
 
     # -- the tick -------------------------------------------------------------------------
 
+    @staticmethod
+    def _clocks() -> tuple[float, float, float]:
+        return clock.monotonic(), clock.elapsed(), clock.wall()
+
     def _loop(self) -> None:
-        last = (clock.monotonic(), clock.elapsed(), clock.wall())
+        self._last_tick = last = self._clocks()
         beat_at = reap_at = last[0]
         prune_at = last[0] + 60 - PRUNE_EVERY  # first prune a minute after start
         while not self._stop:
@@ -111,9 +118,17 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self.reload()
-            mono, elapsed, now = clock.monotonic(), clock.elapsed(), clock.wall()
+            mono, elapsed, now = self._clocks()
             try:
-                gap = self._notice_gap(last, (mono, elapsed, now), interval)
+                gap = self._explain_gap(last, (mono, elapsed, now), interval)
+                if gap:
+                    log.warning("%s; catching up", gap, extra={"event": "daemon.gap"})
+                    self._last_gap = (gap, mono)
+                self._last_tick = (mono, elapsed, now)
+                step = (now - last[2]) - (elapsed - last[1])
+                if clock.HAS_BOOTTIME and abs(step) > GAP:
+                    log.warning("wall clock stepped by %+.1fs (not counted as elapsed time)",
+                                step, extra={"event": "clock.step"})
                 last = (mono, elapsed, now)
                 self.runner.enforce_deadlines()
                 self._serve_requests(now)
@@ -126,6 +141,9 @@ class Daemon:
                     reap_at = mono
                     self._reap(now)
                 if gap:
+                    # Missed slots from the ledger, by elapsed-time-aware wall clock; then
+                    # wake APScheduler, whose monotonic wait would otherwise end late.
+                    self.dispatcher.recover_missed(now, gap, since=self.started_at)
                     self.scheduler.wakeup()
                 if self.config.daemon.keep_history and mono - prune_at >= PRUNE_EVERY:
                     prune_at = mono
@@ -137,29 +155,28 @@ class Daemon:
             if self.scheduler.running():
                 sdnotify.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
 
-    def _notice_gap(self, before: tuple, after: tuple, interval: float) -> bool:
-        """A suspend, a freeze or a wall-clock step since the last tick? Log it; True if so."""
+    @staticmethod
+    def _explain_gap(before: tuple, after: tuple, interval: float) -> str | None:
+        """A suspend or a freeze between two readings of the clocks: why, or None."""
         d_mono, d_elapsed, d_wall = (a - b for a, b in zip(after, before))
-        suspended = d_elapsed - d_mono if clock.HAS_BOOTTIME else 0.0
-        stalled = d_mono - interval
-        if clock.HAS_BOOTTIME and abs(d_wall - d_elapsed) > GAP:
-            log.warning("wall clock stepped by %+.1fs (not counted as elapsed time)",
-                        d_wall - d_elapsed, extra={"event": "clock.step"})
+        # Linux: elapsed (CLOCK_BOOTTIME) minus monotonic is time suspended. Elsewhere the
+        # wall clock is the only clock that counts sleep, so a wall jump reads as a suspend.
+        suspended = d_elapsed - d_mono if clock.HAS_BOOTTIME else d_wall - d_mono
         if suspended > GAP:
-            why = f"the machine was suspended for {format_duration(suspended)}"
-        elif not clock.HAS_BOOTTIME and d_wall - d_mono > GAP:
-            why = f"the machine was suspended for {format_duration(d_wall - d_mono)}"
-        elif stalled > GAP:
-            why = f"the daemon was frozen for {format_duration(stalled)}"
-        else:
-            return False
-        log.warning("%s; catching up", why, extra={"event": "daemon.gap"})
-        self.dispatcher.why_late = why
-        return True
+            return f"the machine was suspended for {format_duration(suspended)}"
+        if d_mono - interval > GAP:
+            return f"the daemon was frozen for {format_duration(d_mono - interval)}"
+        return None
 
     def _on_fire(self, job_name: str, slots: list[float]) -> None:
         try:  # runs on APScheduler's thread: never let an error escape into it
-            self.dispatcher.fire(job_name, slots, clock.wall(), self.dispatcher.why_late)
+            why = "the scheduler fired late"
+            if len(slots) > 1:  # why several at once? APScheduler may wake before our tick
+                gap, seen_at = self._last_gap
+                recent = gap if clock.monotonic() - seen_at < 10 else None
+                why = (self._explain_gap(self._last_tick, self._clocks(), self.tick_interval)
+                       or recent or why)
+            self.dispatcher.fire(job_name, slots, clock.wall(), why)
         except Exception:
             log.exception("fire of %s failed", job_name)
 

@@ -48,8 +48,6 @@ class Dispatcher:
         self.tz = resolve_timezone(config.daemon.timezone)
         self.runner = runner
         self.stopping = False
-        # Why several slots came due at once: the daemon's tick names the last gap it saw.
-        self.why_late = "the scheduler fired late"
         self._lock = threading.RLock()
         self._queued: dict[str, Fire] = {}  # one held fire per job (overlap = "queue")
         self._retries: list[tuple[float, Fire]] = []  # (due, by elapsed time; the fire)
@@ -63,10 +61,22 @@ class Dispatcher:
 
     def fire(self, job_name: str, slots: list[float], now: float, why_late: str,
              more: bool = False) -> None:
-        """Due slots of one job (oldest first): the latest may run, the rest are skipped."""
-        job = self.config.job(job_name)
-        if job is None or not job.enabled or not slots or self.stopping:
-            return
+        """Due slots of one job (oldest first): the latest may run, the rest are skipped.
+
+        Slots at or before the last one started are already dealt with: after a suspend both
+        APScheduler and the daemon's own recovery deliver them, and only the first counts.
+        """
+        with self._lock:
+            job = self.config.job(job_name)
+            if job is None or not job.enabled or self.stopping:
+                return
+            started = store.last_started_slot(job.name)
+            slots = [s for s in slots if started is None or s > started]
+            if slots:
+                self._fire(job, slots, now, why_late, more)
+
+    def _fire(self, job: JobSpec, slots: list[float], now: float, why_late: str,
+              more: bool) -> None:
         latest, late = slots[-1], now - slots[-1]
         if late <= job.misfire_grace:
             trigger = "schedule"
@@ -84,14 +94,15 @@ class Dispatcher:
         if trigger:
             self.start(Fire(job.name, latest, trigger), now)
 
-    def recover_missed(self, now: float, why: str) -> None:
-        """At start: each job's slots missed since its ledger mark (the last slot dealt with)."""
+    def recover_missed(self, now: float, why: str, since: float | None = None) -> None:
+        """Each job's slots missed since its ledger mark (the last slot dealt with), or since
+        ``since`` for a job that never ran (None: a job that never ran missed nothing)."""
         for job in self.config.jobs:
             if not (job.schedule and job.enabled):
                 continue
-            mark = store.ledger_mark(job.name)
+            mark = store.ledger_mark(job.name) or since
             if mark is None:
-                continue  # never ran: nothing was missed
+                continue
             slots, more = due_slots(parse_schedule(job.schedule), self.tz, mark, now)
             if slots:
                 self.fire(job.name, slots, now, why, more)

@@ -40,7 +40,8 @@ def _death(instance, now: float, host: str, daemon_lock_free: bool) -> str | Non
     """Why this instance is dead, or None while it lives."""
     if instance is None:
         return "orphaned: its instance is unknown"
-    who = f"{'daemon' if instance.kind == 'daemon' else 'foreground run'} pid {instance.pid} on {instance.host}"
+    kind = "daemon" if instance.kind == "daemon" else "foreground run"
+    who = f"{kind} pid {instance.pid} on {instance.host}"
     if instance.stopped_at is not None:
         return f"orphaned: {who} stopped"
     if instance.kind == "daemon" and daemon_lock_free:

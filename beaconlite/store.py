@@ -403,15 +403,37 @@ def run_status(run_id: int) -> str | None:
     return row.status if row else None
 
 
+def last_started_slot(job: str) -> float | None:
+    """The latest slot of a job that started (a slot starts at most once)."""
+    return (Run.select(fn.MAX(Run.scheduled_at))
+            .where(Run.job == job, Run.status != "skipped", Run.trigger != "manual").scalar())
+
+
+def last_start(job: str) -> float | None:
+    """When the job last started a run (skipped rows have no start)."""
+    row = (Run.select(Run.started_at).where(Run.job == job, Run.started_at.is_null(False))
+           .order_by(Run.id.desc()).first())
+    return row.started_at if row else None
+
+
+def counts_since(since: float) -> dict[str, int]:
+    """Runs started, and errors, timeouts and reaped orphans finished, since ``since``."""
+    runs = Run.select().where(Run.started_at >= since).count()
+    by_status = dict(Run.select(Run.status, fn.COUNT(Run.id))
+                     .where(Run.finished_at >= since, Run.status.in_(("error", "timeout")))
+                     .group_by(Run.status).tuples())
+    orphans = Run.select().where(Run.finished_at >= since, Run.status == "timeout",
+                                 Run.error.startswith("orphaned:")).count()
+    return {"runs": runs, "error": by_status.get("error", 0),
+            "timeout": by_status.get("timeout", 0), "orphans": orphans}
+
+
 def ledger_mark(job: str) -> float | None:
     """Up to when a job's slots have been dealt with: the latest slot it started, or the
     latest time a skip of it was recorded (a skip row settles every slot due before it)."""
-    scheduled = Run.trigger.in_(("schedule", "catchup", "retry"))
-    started = (Run.select(fn.MAX(Run.scheduled_at))
-               .where(Run.job == job, Run.status.in_(("running",) + FINISHED), scheduled).scalar())
-    skipped = (Run.select(fn.MAX(Run.finished_at))
-               .where(Run.job == job, Run.status == "skipped", scheduled).scalar())
-    marks = [m for m in (started, skipped) if m is not None]
+    skipped = (Run.select(fn.MAX(Run.finished_at)).where(
+        Run.job == job, Run.status == "skipped", Run.trigger != "manual").scalar())
+    marks = [m for m in (last_started_slot(job), skipped) if m is not None]
     return max(marks) if marks else None
 
 
@@ -537,13 +559,14 @@ def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
 
 
 
-def daemon_state(now: float) -> tuple[Instance | None, str]:
+def daemon_state(now: float, lock_free: bool = False) -> tuple[Instance | None, str]:
     """The latest daemon instance and its state: running, stopped or stale.
 
-    Stale: no clean stop, and a heartbeat older than the orphan_after it recorded.
+    Stopped: a clean stop, or nobody holds the daemon lock (it died). Stale: a heartbeat
+    older than the orphan_after it recorded (frozen, or asleep).
     """
     daemon = latest_daemon()
-    if daemon is None or daemon.stopped_at is not None:
+    if daemon is None or daemon.stopped_at is not None or lock_free:
         return daemon, "stopped"
     if now - daemon.heartbeat_at > daemon.orphan_after:
         return daemon, "stale"

@@ -125,7 +125,7 @@ class DaemonProcess:
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
         starts = self.count("daemon.start")
-        self.log_file = open(self.log_path, "a")
+        self.log_file = open(self.log_path, "a")  # noqa: SIM115 - closed by stop() / kill9()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "beaconlite", "-c", str(self.config), "daemon"],
             stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env)

@@ -120,7 +120,11 @@ def test_status_json_without_config(cli, history):
 
 
 def test_status_states(cli, history):
+    from beaconlite.lock import DaemonLock
+
     store.open_writer(history)
+    lock = DaemonLock(history)
+    assert lock.try_acquire()  # as a running daemon does
     now = time.time()
     instance = store.register_instance("daemon", 4242, "hostA", "0.1.0", 60.0, now)
     result = cli("status", "--json", "--database", history).json()
@@ -128,6 +132,10 @@ def test_status_states(cli, history):
     store.open_writer(history)
     store.heartbeat(instance, [], now - 61)
     assert cli("status", "--json", "--database", history).json()["daemon"]["state"] == "stale"
+    lock.release()  # the process died: its heartbeat is fresh, but nobody holds the lock
+    store.open_writer(history)
+    store.heartbeat(instance, [], time.time())
+    assert cli("status", "--json", "--database", history).json()["daemon"]["state"] == "stopped"
     store.open_writer(history)
     store.stop_instance(instance, now)
     assert cli("status", "--json", "--database", history).json()["daemon"]["state"] == "stopped"
