@@ -375,19 +375,20 @@ def finish_abandoned(run_id: int, status: str, error: str, now: float) -> bool:
 
 def finish_abandoned_many(rows: list[tuple[int, str]], status: str, now: float) -> set[int]:
     """Compare-and-set each (run id, reason) to ``status`` in one transaction; the ids won."""
-    won = set()
     with _write():
-        started = dict(Run.select(Run.id, Run.started_at)
-                       .where(Run.id.in_([r for r, _ in rows]), Run.status == "running").tuples())
-        for run_id, error in rows:
-            if run_id not in started:
-                continue
-            duration = max(0.0, now - started[run_id]) if started[run_id] else None
-            if Run.update(status=status, finished_at=now, error=error, duration_s=duration).where(
-                    Run.id == run_id, Run.status == "running").execute():
-                Step.update(status=status, finished_at=now).where(
-                    Step.run_id == run_id, Step.status == "running").execute()
-                won.add(run_id)
+        ids = [run_id for run_id, _ in rows]
+        won = {r.id for r in Run.select(Run.id).where(Run.id.in_(ids), Run.status == "running")}
+        by_reason: dict[str, list[int]] = {}
+        for run_id, reason in rows:
+            if run_id in won:
+                by_reason.setdefault(reason, []).append(run_id)
+        for reason, group in by_reason.items():
+            Run.update(status=status, finished_at=now, error=reason,
+                       duration_s=now - Run.started_at).where(
+                Run.id.in_(group), Run.status == "running").execute()
+        if won:
+            Step.update(status=status, finished_at=now).where(
+                Step.run_id.in_(list(won)), Step.status == "running").execute()
     return won
 
 
