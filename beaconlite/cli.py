@@ -85,7 +85,8 @@ def load_config(required: bool = True):
             looked = ", ".join(str(p) for p in config_search_path())
             raise ConfigError(f"no config file found (looked for {looked}); use --config PATH")
         return None
-    return load(path)
+    # Commands that run jobs need every ${VAR}; queries need no secrets.
+    return load(path, env_required=required)
 
 
 def database_path(config) -> Path:
@@ -519,6 +520,42 @@ def health(as_prometheus, as_json):
     text += [f"  {k}: {v}" for k, v in metrics.items()]
     emit(value, as_json, "\n".join(text))
     return ExitStatus.OK if healthy else ExitStatus.NEGATIVE
+
+
+@cli.group()
+@global_options
+def service():
+    """Render or install a systemd unit or launchd plist for this installation."""
+
+
+def service_options(f):
+    f = click.option("--launchd", is_flag=True, help="A launchd plist (macOS).")(f)
+    return click.option("--user", is_flag=True, help="A per-user unit / agent.")(f)
+
+
+@service.command("print")
+@global_options
+@service_options
+def service_print(launchd, user):
+    """Print the unit (or plist) for this beaconlite and config."""
+    from beaconlite import service as svc
+
+    config = load_config()
+    click.echo(svc.launchd_plist(config, user) if launchd else svc.systemd_unit(config, user),
+               nl=False)
+
+
+@service.command("install")
+@global_options
+@service_options
+@click.option("--force", is_flag=True, help="Overwrite an existing unit / plist.")
+def service_install(launchd, user, force):
+    """Install the unit (or plist) where the platform expects it."""
+    from beaconlite import service as svc
+
+    config = load_config()
+    path, then = svc.install(config, launchd, user, force)
+    click.echo(f"wrote {path}\nnext: {then}")
 
 
 # -- the entry point ----------------------------------------------------------------------

@@ -334,9 +334,10 @@ TOP_KEYS = ("daemon", "http", "jobs", "notify")
 
 
 class _Loader:
-    def __init__(self, path: Path, env: Mapping[str, str]):
+    def __init__(self, path: Path, env: Mapping[str, str], env_required: bool):
         self.path = path
         self.env = env
+        self.env_required = env_required
         self.secrets: set[str] = set()
 
     def fail(self, where: str, message: str):
@@ -348,6 +349,8 @@ class _Loader:
             def sub(m):
                 name = m.group(1)
                 if name not in self.env:
+                    if not self.env_required:
+                        return ""
                     self.fail(where, f"environment variable {name} is not set (used as ${{{name}}})")
                 if self.env[name]:
                     self.secrets.add(self.env[name])
@@ -482,8 +485,13 @@ class _Loader:
         return Check(**spec)
 
 
-def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; ConfigError (one line) on any problem."""
+def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None,
+                env_required: bool = True) -> Config:
+    """Read and validate a config file; ConfigError (one line) on any problem.
+
+    ``env_required=False`` reads an unset ${VAR} as empty: query commands need job names
+    and the database, not the secrets an administrator's shell does not have.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -491,7 +499,7 @@ def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
-    return _Loader(path, os.environ if env is None else env).load(text)
+    return _Loader(path, os.environ if env is None else env, env_required).load(text)
 
 
 def resolve_timezone(name: str):

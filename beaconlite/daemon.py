@@ -19,6 +19,7 @@ from beaconlite.config import Config, check_targets, load_config
 from beaconlite.dispatch import Dispatcher
 from beaconlite.errors import BeaconError, RunCancelled
 from beaconlite.lock import DaemonLock
+from beaconlite.notify import Notifier
 from beaconlite.output import iso
 from beaconlite.runner import Runner
 from beaconlite.scheduler import Scheduler
@@ -64,8 +65,9 @@ class Daemon:
         previous = store.latest_daemon()
         self.instance = store.register_instance("daemon", os.getpid(), self.host, __version__,
                                                 settings.orphan_after, now)
+        self.notifier = Notifier(self.config)
         self.runner = Runner(self.config, self.instance, on_end=self._on_end)
-        self.dispatcher = Dispatcher(self.config, self.runner)
+        self.dispatcher = Dispatcher(self.config, self.runner, on_skip=self.notifier.run_ended)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
         self.scheduler = Scheduler(self.dispatcher.tz, self._on_fire, self.runner.start_gate)
         self.scheduler.sync(self.config.jobs)
@@ -109,9 +111,12 @@ class Daemon:
         self._last_tick = last = self._clocks()
         beat_at = reap_at = last[0]
         prune_at = last[0] + 60 - PRUNE_EVERY  # first prune a minute after start
+        wedge = os.environ.get("BEACONLITE_TEST_WEDGE_TICK")  # test hook: a stuck tick
         while not self._stop:
             interval = self.tick_interval
             self._wake.wait(interval)
+            while wedge and os.path.exists(wedge) and not self._stop:
+                time.sleep(0.05)
             self._wake.clear()
             if self._stop:
                 break
@@ -182,6 +187,7 @@ class Daemon:
 
     def _on_end(self, live, status: str) -> None:
         self.dispatcher.on_end(live, status)
+        self.notifier.run_ended(live.job.name, live.run_id, status)
 
     def _serve_requests(self, now: float) -> None:
         for request in store.take_requests(now):
@@ -272,6 +278,7 @@ class Daemon:
         self.config = config
         self.runner.config = config
         self.dispatcher.reconfigure(config)
+        self.notifier.config = config
         self.scheduler.sync(config.jobs)
         self._publish()
         log.info("config reloaded: %d job(s)", len(config.jobs), extra={"event": "daemon.reload"})

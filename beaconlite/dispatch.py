@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from beaconlite import clock, store
@@ -43,8 +44,10 @@ class Outcome:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, runner: Runner):
+    def __init__(self, config: Config, runner: Runner,
+                 on_skip: Callable[[str, int, str], None] | None = None):
         self.config = config
+        self.on_skip = on_skip  # (job, run id, "skipped"): notifications
         self.tz = resolve_timezone(config.daemon.timezone)
         self.runner = runner
         self.stopping = False
@@ -158,6 +161,8 @@ class Dispatcher:
               fire: Fire | None = None) -> Outcome:
         trigger, attempt = (fire.trigger, fire.attempt) if fire else ("schedule", 1)
         run_id = store.record_skipped(job.name, slot, reason, now, trigger, attempt)
+        if run_id is not None and self.on_skip is not None:
+            self.on_skip(job.name, run_id, "skipped")
         log.info("%s: skipped: %s", job.name, reason,
                  extra={"event": "run.skipped", "job": job.name, "run_id": run_id,
                         "status": "skipped"})

@@ -417,6 +417,17 @@ def last_start(job: str) -> float | None:
     return row.started_at if row else None
 
 
+def previous_outcome(job: str, before_id: int) -> str | None:
+    """The status of the job's last success, warning, error or timeout before this run."""
+    latest = None
+    for status in ("success", "warning", "error", "timeout"):
+        found = (Run.select(fn.MAX(Run.id))
+                 .where(Run.job == job, Run.status == status, Run.id < before_id).scalar())
+        if found and (latest is None or found > latest[0]):
+            latest = (found, status)
+    return latest[1] if latest else None
+
+
 def counts_since(since: float) -> dict[str, int]:
     """Runs started, and errors, timeouts and reaped orphans finished, since ``since``."""
     runs = Run.select().where(Run.started_at >= since).count()

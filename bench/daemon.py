@@ -161,8 +161,9 @@ def main() -> None:
               f"p50 {noop_bookkeeping(tmp):.2f} ms")
 
         print(f"idle: 50 hourly jobs, measured over {args.idle_seconds:.0f} s after 5 s warm-up")
-        (tmp / "b.db").unlink()
-        proc = start_daemon(config(tmp, 50, "@hourly"))
+        idle_dir = tmp / "idle"
+        idle_dir.mkdir()
+        proc = start_daemon(config(idle_dir, 50, "@hourly"))
         rss, cpu = idle_figures(proc, 5, args.idle_seconds)
         stop(proc)
         bare_proc = subprocess.Popen([sys.executable, "-c", BARE, "idle", "50",

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import statistics
@@ -75,8 +74,9 @@ def restart_to_flipped(tmp: Path, trials: int) -> list[float]:
     times = []
     for _ in range(trials):
         proc = start(cfg)
-        poll(lambda: query(db, lambda: store.latest_daemon() and store.daemon_state(
-            time.time())[1] == "running" and store.latest_daemon().pid == proc.pid))
+        pid = proc.pid
+        poll(lambda: query(db, lambda: store.latest_daemon() and store.daemon_state(  # noqa: B023
+            time.time())[1] == "running" and store.latest_daemon().pid == pid))  # noqa: B023
         subprocess.run([sys.executable, "-m", "beaconlite", "-c", str(cfg), "trigger", "long"],
                        check=True, capture_output=True)
         run_id = poll(lambda: query(db, lambda: [r.id for r in store.live_runs()]))[0]
@@ -84,7 +84,7 @@ def restart_to_flipped(tmp: Path, trials: int) -> list[float]:
         proc.wait()
         t0 = time.monotonic()
         proc = start(cfg)
-        poll(lambda: query(db, lambda: store.run_status(run_id) == "timeout"))
+        poll(lambda: query(db, lambda: store.run_status(run_id) == "timeout"))  # noqa: B023
         times.append(time.monotonic() - t0)
         proc.send_signal(signal.SIGTERM)
         proc.wait()
@@ -103,8 +103,9 @@ def freeze_to_catchup(tmp: Path, trials: int, freeze: float = 8.0) -> list[float
         frozen_until = time.time()
         proc.send_signal(signal.SIGCONT)
         t0 = time.monotonic()
-        poll(lambda: query(db, lambda: [r for r, _, _ in store.list_runs(job="tick", limit=5)
-                                        if r.started_at and r.started_at >= frozen_until]))
+        poll(lambda: query(db, lambda: [  # noqa: B023
+            r for r, _, _ in store.list_runs(job="tick", limit=5)
+            if r.started_at and r.started_at >= frozen_until]))  # noqa: B023
         times.append(time.monotonic() - t0)
         time.sleep(2)
     proc.send_signal(signal.SIGTERM)
@@ -148,10 +149,8 @@ def main() -> None:
         r = restart_to_flipped(tmp, args.trials)
         print(f"restart -> orphan flipped: median {statistics.median(r):.2f} s, "
               f"worst {max(r):.2f} s ({args.trials} trials; includes interpreter start)")
-        (tmp / "b.db").unlink()
-        for suffix in ("-wal", "-shm"):
-            Path(str(tmp / "b.db") + suffix).unlink(missing_ok=True)
-        f = freeze_to_catchup(tmp, max(2, args.trials // 2))
+        (tmp / "freeze").mkdir()
+        f = freeze_to_catchup(tmp / "freeze", max(2, args.trials // 2))
         print(f"SIGCONT after 8 s freeze -> catch-up run: median {statistics.median(f):.2f} s, "
               f"worst {max(f):.2f} s")
         both, idle = reaper_time(tmp, args.runs)

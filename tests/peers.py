@@ -18,6 +18,7 @@ class Peer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.hits: list[tuple[float, str]] = []  # (monotonic time, path) per request
         self.headers_seen: list[dict] = []
+        self.bodies: list[bytes] = []  # what /sink received
         self.stopping = threading.Event()
         self.lock = threading.Lock()
 
@@ -55,6 +56,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def route_sink(self, query):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with self.server.lock:
+            self.server.bodies.append(body)
+        self.reply(200, b"thanks")
 
     def route_ok(self, query):
         self.reply(200, b"all ok")

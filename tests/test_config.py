@@ -272,3 +272,12 @@ def test_config_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("BEACONLITE_CONFIG", "/x/env.toml")
     assert str(find_config(None)) == "/x/env.toml"
     assert str(find_config("/x/explicit.toml")) == "/x/explicit.toml"
+
+
+def test_queries_do_not_need_the_secrets(make_config, cli):
+    """An administrator's shell lacks the service's ${VAR}s: queries work, running refuses."""
+    path = make_config(MINIMAL_JOB + "params = {t = '${BEACONLITE_UNSET_VAR}'}\n")
+    assert cli("-c", path, "status", "--json").code == 0
+    assert cli("-c", path, "runs").code == 0
+    result = cli("-c", path, "check-config")
+    assert result.code == 2 and "BEACONLITE_UNSET_VAR is not set" in result.err

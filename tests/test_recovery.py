@@ -128,7 +128,7 @@ def test_elapsed_time_jump_aborts_overdue_runs_and_catches_up_once(
     hanging = d.dispatcher.trigger(d.config.job("hanging"), time.time()).run_id
     sleeper = d.dispatcher.trigger(d.config.job("sleeper"), time.time()).run_id
     wait_for(lambda: http_server.count("/hang") == 1, 5, what="the hanging request")
-    pgid = d.runner.get(sleeper)._process.pid
+    pgid = wait_for(lambda: d.runner.get(sleeper)._process, 5, what="the command").pid
     assert {hanging, sleeper} <= {r.run_id for r in d.runner.live_runs()}
     ten_before = {r.id for r, _, _ in store.list_runs(job="ten")}
 

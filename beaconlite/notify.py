@@ -1,0 +1,124 @@
+"""[[notify]]: POST a finished run's JSON to a URL, or pipe it to a command.
+
+Sent from one worker thread with its own timeouts and a few retries with backoff, so a
+failing or hanging hook never delays a run or the scheduler. Payloads come from the stored
+run (already redacted) and are redacted again with the config's secrets.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import queue
+import subprocess
+import threading
+import time
+
+from beaconlite import output, store
+from beaconlite.config import Config, NotifySpec
+from beaconlite.redaction import Redactor
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+BACKOFF = 1.0  # seconds before the 2nd attempt; doubles
+HTTP_TIMEOUT = (5.0, 10.0)
+COMMAND_TIMEOUT = 30.0
+QUEUE_LIMIT = 1000
+
+
+def wanted(spec: NotifySpec, job: str, event: str) -> bool:
+    return event in spec.on and any(fnmatch.fnmatchcase(job, p) for p in spec.jobs)
+
+
+def events_for(job: str, run_id: int, status: str) -> list[str]:
+    """The run's status, plus "recovered" for a first success after an error or timeout."""
+    events = [status]
+    if status in ("success", "warning") and store.previous_outcome(job, run_id) in (
+            "error", "timeout"):
+        events.append("recovered")
+    return events
+
+
+class Notifier:
+    """One worker thread and queue per [[notify]] target: a hook that hangs delays only its
+    own notifications, never a run, the scheduler, or the other hooks."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._lock = threading.Lock()
+        self._queues: dict[NotifySpec, queue.Queue] = {}
+
+    def run_ended(self, job: str, run_id: int, status: str) -> None:
+        """Queue the notifications this run calls for (called on the run's own thread)."""
+        specs = self.config.notify
+        if not specs:
+            return
+        for event in events_for(job, run_id, status):
+            for spec in specs:
+                if wanted(spec, job, event):
+                    try:
+                        self._queue_for(spec).put_nowait((run_id, event))
+                    except queue.Full:
+                        log.error("notification queue full: dropped %s of run %d", event, run_id,
+                                  extra={"event": "notify.dropped", "job": job, "run_id": run_id})
+
+    def _queue_for(self, spec: NotifySpec) -> queue.Queue:
+        with self._lock:
+            if spec not in self._queues:
+                self._queues[spec] = queue.Queue(QUEUE_LIMIT)
+                threading.Thread(target=self._work, args=(spec, self._queues[spec]),
+                                 name="notify", daemon=True).start()
+            return self._queues[spec]
+
+    def _work(self, spec: NotifySpec, jobs: queue.Queue) -> None:
+        while True:
+            run_id, event = jobs.get()
+            try:
+                self._deliver(spec, run_id, event)
+            except Exception:  # a loop boundary: one bad delivery must not stop the next
+                log.exception("notification of run %d failed", run_id)
+
+    def _deliver(self, spec: NotifySpec, run_id: int, event: str) -> None:
+        found = store.get_run(run_id)
+        if found is None:
+            return
+        payload = output.run_detail_json(*found)
+        payload["event"] = event
+        redact = Redactor(self.config.secrets)
+        body = redact(json.dumps(payload)).encode()
+        target = spec.url or " ".join(spec.command)
+        delay = BACKOFF
+        for attempt in range(1, ATTEMPTS + 1):
+            error = self._send(spec, body)
+            if error is None:
+                log.info("notified %s of run %d (%s)", redact(target), run_id, event,
+                         extra={"event": "notify.sent", "job": payload["job"], "run_id": run_id,
+                                "status": payload["status"]})
+                return
+            if attempt < ATTEMPTS:
+                time.sleep(delay)
+                delay *= 2
+        log.warning("could not notify %s of run %d (%s) after %d attempts: %s",
+                    redact(target), run_id, event, ATTEMPTS, redact(error),
+                    extra={"event": "notify.failed", "job": payload["job"], "run_id": run_id})
+
+    @staticmethod
+    def _send(spec: NotifySpec, body: bytes) -> str | None:
+        """One attempt; None on success, else what went wrong."""
+        if spec.url:
+            import requests
+
+            try:
+                resp = requests.post(spec.url, data=body, timeout=HTTP_TIMEOUT,
+                                     headers={"Content-Type": "application/json"})
+            except requests.RequestException as e:
+                return f"{type(e).__name__}: {e}"
+            return None if resp.ok else f"HTTP {resp.status_code}"
+        try:
+            done = subprocess.run(list(spec.command), input=body, capture_output=True,
+                                  timeout=COMMAND_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return str(e)
+        return None if done.returncode == 0 else f"exit code {done.returncode}"

@@ -1,0 +1,170 @@
+"""Render and install a systemd unit or a launchd plist for *this* installation."""
+
+from __future__ import annotations
+
+import plistlib
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from beaconlite.config import Config
+from beaconlite.errors import BeaconError
+
+LABEL = "org.beaconlite.daemon"
+SYSTEM_STATE = Path("/var/lib/beaconlite")
+# systemd's stop timeout must cover the daemon's own stop: abort_grace, then SIGKILL of the
+# remaining process groups, then recording; a margin on top.
+STOP_MARGIN = 10
+
+
+def executable() -> list[str]:
+    """The real command that starts beaconlite here."""
+    script = Path(sys.executable).parent / "beaconlite"
+    if script.exists():
+        return [str(script.absolute())]
+    found = shutil.which("beaconlite")
+    return [str(Path(found).absolute())] if found else [sys.executable, "-m", "beaconlite"]
+
+
+def names_database(config: Config) -> bool:
+    return bool(re.search(r"(?m)^\s*database\s*=", config.path.read_text()))
+
+
+def service_database(config: Config, launchd: bool, user: bool) -> Path:
+    """Where the service's database will be: the config's own choice, else the system
+    state directory for a system unit, else this user's default."""
+    if names_database(config) or launchd or user:
+        return config.daemon.database
+    return SYSTEM_STATE / "beaconlite.db"
+
+
+def systemd_unit(config: Config, user: bool) -> str:
+    exec_start = " ".join(executable() + ["--config", str(config.path.absolute()), "daemon"])
+    stop_timeout = int(config.daemon.abort_grace) + 5 + STOP_MARGIN
+    watchdog = 30
+    lines = [
+        "[Unit]",
+        "Description=beaconlite integrity-run scheduler",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=main",
+        f"ExecStart={exec_start}",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "RestartSec=5s",
+        "# exit code 2 is a bad config: restarting would only fail again",
+        "RestartPreventExitStatus=2",
+        f"WatchdogSec={watchdog}s",
+        f"TimeoutStopSec={stop_timeout}s",
+        "# SIGTERM to the daemon only: it stops its runs' process groups itself",
+        "KillMode=mixed",
+    ]
+    if user:
+        lines += ["NoNewPrivileges=yes", "", "[Install]", "WantedBy=default.target", ""]
+        return "\n".join(lines)
+    lines += [
+        "User=beaconlite",
+        "Group=beaconlite",
+        "# /var/lib/beaconlite, 2770 + UMask 0007 + group_access = true: administrators in the",
+        "# beaconlite group can run `beaconlite status` against the service's database",
+        "StateDirectory=beaconlite",
+        "StateDirectoryMode=2770",
+        "UMask=0007",
+    ]
+    database_dir = service_database(config, False, user).parent
+    if database_dir != SYSTEM_STATE:
+        lines.append(f"ReadWritePaths={database_dir}")
+    lines += [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def launchd_plist(config: Config, user: bool) -> str:
+    logs = (Path.home() / "Library" / "Logs" if user else Path("/Library/Logs")) / "beaconlite.log"
+    plist = {
+        "Label": LABEL,
+        "ProgramArguments": executable() + ["--config", str(config.path.absolute()), "daemon"],
+        "RunAtLoad": True,
+        "KeepAlive": {"SuccessfulExit": False},  # restart after a crash, not after a stop
+        "ProcessType": "Standard",
+        "StandardOutPath": str(logs),
+        "StandardErrorPath": str(logs),
+        "ExitTimeOut": int(config.daemon.abort_grace) + 5 + STOP_MARGIN,
+    }
+    return plistlib.dumps(plist).decode()
+
+
+def target(launchd: bool, user: bool) -> Path:
+    if launchd:
+        base = Path.home() / "Library" / "LaunchAgents" if user else Path("/Library/LaunchDaemons")
+        return base / f"{LABEL}.plist"
+    if user:
+        return Path.home() / ".config" / "systemd" / "user" / "beaconlite.service"
+    return Path("/etc/systemd/system/beaconlite.service")
+
+
+def next_step(launchd: bool, user: bool, path: Path) -> str:
+    if launchd:
+        domain = "gui/$(id -u)" if user else "system"
+        return f"launchctl bootstrap {domain} {path}"
+    if user:
+        return "systemctl --user daemon-reload && systemctl --user enable --now beaconlite"
+    return "systemctl daemon-reload && systemctl enable --now beaconlite"
+
+
+def pin_database(config: Config, database: Path) -> None:
+    """Write `database` into the config file when it does not name one."""
+    if names_database(config):
+        return
+    text = config.path.read_text()
+    line = f'database = "{database}"  # written by `beaconlite service install`\n'
+    header = re.search(r"(?m)^\[daemon\][ \t]*\n", text)
+    if header:  # the first key of the existing [daemon] table
+        text = text[: header.end()] + line + text[header.end():]
+    else:
+        text = "[daemon]\n" + line + "\n" + text
+    config.path.write_text(text)
+
+
+def install(config: Config, launchd: bool, user: bool, force: bool) -> tuple[Path, str]:
+    """Write the unit or plist; (its path, the command to run next)."""
+    from beaconlite.config import load_config
+
+    path = target(launchd, user)
+    if path.exists() and not force:
+        raise BeaconError(f"{path} exists; use --force to overwrite it")
+    pin_database(config, service_database(config, launchd, user))
+    config = load_config(config.path)
+    text = launchd_plist(config, user) if launchd else systemd_unit(config, user)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise BeaconError(f"cannot write {path}: {e.strerror} (run as root, or use --user)") from None
+    return path, next_step(launchd, user, path)

@@ -1,0 +1,234 @@
+"""Service integration: sd_notify and the watchdog, unit files, notifications, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import plistlib
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from test_daemon import cli
+
+
+class NotifySocket:
+    """A datagram socket in the abstract namespace, as systemd's NOTIFY_SOCKET."""
+
+    def __init__(self):
+        self.name = f"@beaconlite-test-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                continue
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def lines(self, prefix: str) -> list[float]:
+        return [t for t, line in self.messages if line.startswith(prefix)]
+
+    def close(self):
+        self._stop = True
+        self._thread.join(1)
+        self.sock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="systemd is Linux-only")
+def test_sd_notify_ready_watchdog_status_stopping(daemon, tmp_path):
+    sink = NotifySocket()
+    wedge = tmp_path / "wedge"
+    try:
+        d = daemon("""
+            [[jobs]]
+            name = "tick"
+            schedule = "every 1s"
+            run = "beaconlite.builtin:noop"
+        """, NOTIFY_SOCKET=sink.name, WATCHDOG_USEC=2_000_000,
+            BEACONLITE_TEST_WEDGE_TICK=str(wedge))
+        wait_for(lambda: len(sink.lines("WATCHDOG=1")) >= 4, 5, what="watchdog pings")
+        assert sink.lines("READY=1")
+        assert any(line.startswith("STATUS=") and "live run" in line for _, line in sink.messages)
+        pings = sink.lines("WATCHDOG=1")
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert max(gaps) < 1.2  # at least one a second (half of WATCHDOG_USEC)
+        wedge.touch()
+        time.sleep(0.5)
+        wedged_at = time.monotonic()
+        time.sleep(2.0)
+        assert not [t for t in sink.lines("WATCHDOG=1") if t > wedged_at]  # the tick is stuck
+        wedge.unlink()
+        wait_for(lambda: [t for t in sink.lines("WATCHDOG=1") if t > wedged_at + 2], 3,
+                 what="pings again")
+        assert d.stop() == 0
+        assert sink.lines("STOPPING=1")
+    finally:
+        sink.close()
+
+
+def test_systemd_unit_verifies(make_config):
+    path = make_config("[[jobs]]\nname = 'a'\nrun = 'beaconlite.builtin:noop'\n")
+    out = cli("-c", path, "service", "print")
+    assert out.returncode == 0
+    unit = out.stdout
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=2",
+                 "ExecReload=/bin/kill -HUP $MAINPID", "StateDirectory=beaconlite",
+                 "StateDirectoryMode=2770", "UMask=0007", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "SystemCallFilter=@system-service"):
+        assert line in unit, line
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert str(path) in exec_start and exec_start.split("=", 1)[1].split()[0].startswith("/")
+    if shutil.which("systemd-analyze"):
+        unit_file = path.parent / "beaconlite.service"
+        unit_file.write_text(unit)
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)],
+                                capture_output=True, text=True)
+        assert verify.returncode == 0, verify.stderr
+    shipped = Path(__file__).resolve().parent.parent / "systemd" / "beaconlite.service"
+    text = shipped.read_text()
+    assert "Type=notify" in text and "RestartPreventExitStatus=2" in text
+
+
+def test_launchd_plist_parses(make_config):
+    path = make_config("")
+    out = cli("-c", path, "service", "print", "--launchd", "--user")
+    plist = plistlib.loads(out.stdout.encode())
+    assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["RunAtLoad"] is True and plist["ProcessType"] == "Standard"
+    assert plist["ProgramArguments"][-3:] == ["--config", str(path), "daemon"]
+    assert plist["StandardErrorPath"].endswith("beaconlite.log")
+
+
+def test_service_install_user_pins_the_database(make_config, tmp_path):
+    path = make_config("[[jobs]]\nname = 'a'\nrun = 'beaconlite.builtin:noop'\n", database=False)
+    out = cli("-c", path, "service", "install", "--user")
+    assert out.returncode == 0, out.stderr
+    unit = tmp_path / "home" / ".config" / "systemd" / "user" / "beaconlite.service"
+    assert unit.exists() and "systemctl --user daemon-reload" in out.stdout
+    assert 'database = "' in path.read_text()
+    assert cli("-c", path, "check-config").returncode == 0  # still a valid config
+    again = cli("-c", path, "service", "install", "--user")
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert cli("-c", path, "service", "install", "--user", "--force").returncode == 0
+
+
+# -- notifications ------------------------------------------------------------------------
+
+
+def test_webhooks(daemon, http_server, tmp_path, monkeypatch):
+    flag = tmp_path / "healthy"
+    secret = "s3cr3t-token-value"
+    d = daemon(f"""
+        [[jobs]]
+        name = "ok"
+        run = "beaconlite.builtin:noop"
+        [[jobs]]
+        name = "fails"
+        command = ["sh", "-c", "exit 1"]
+        [[jobs]]
+        name = "slow"
+        timeout = "0.3s"
+        command = ["sleep", "5"]
+        [[jobs]]
+        name = "flappy"
+        command = ["test", "-f", "{flag}"]
+        [[jobs]]
+        name = "authed"
+        [[jobs.checks]]
+        url = "{http_server.url}/500"
+        headers = {{Authorization = "Bearer ${{API_TOKEN}}"}}
+        [[notify]]
+        url = "{http_server.url}/sink"
+        on = ["error", "timeout", "recovered"]
+        [[notify]]
+        url = "{http_server.url}/hang"
+        on = ["error"]
+        jobs = ["fails"]
+    """, API_TOKEN=secret)
+
+    def events():
+        return [(json.loads(b)["job"], json.loads(b)["event"]) for b in http_server.bodies]
+
+    for job in ("ok", "fails", "slow", "authed"):
+        assert cli("-c", d.config, "trigger", job, "--wait").returncode in (0, 1)
+    wait_for(lambda: {("fails", "error"), ("slow", "timeout"), ("authed", "error")}
+             <= set(events()), 10, what="notifications")
+    assert not [e for e in events() if e[0] == "ok"]  # success is not in `on`
+
+    # a hanging sink (the second [[notify]]) does not delay the next run
+    t0 = time.monotonic()
+    assert cli("-c", d.config, "trigger", "ok", "--wait").returncode == 0
+    assert time.monotonic() - t0 < 3
+
+    assert cli("-c", d.config, "trigger", "flappy", "--wait").returncode == 1
+    flag.touch()
+    assert cli("-c", d.config, "trigger", "flappy", "--wait").returncode == 0
+    assert cli("-c", d.config, "trigger", "flappy", "--wait").returncode == 0
+    wait_for(lambda: ("flappy", "recovered") in events(), 5, what="recovered")
+    time.sleep(0.5)
+    assert events().count(("flappy", "recovered")) == 1
+
+    payload = json.loads(next(b for b in http_server.bodies if b'"authed"' in b))
+    assert payload["status"] == "error" and payload["steps"][0]["error"] == "status 500, expected 2xx"
+    assert any(h.get("Authorization") == f"Bearer {secret}" for h in http_server.headers_seen)
+    assert cli("-c", d.config, "runs").returncode == 0
+    d.stop()
+    everything = d.database.read_bytes() + b"".join(http_server.bodies) + d.log().encode()
+    for wal in (d.database.with_name("b.db-wal"),):
+        if wal.exists():
+            everything += wal.read_bytes()
+    assert secret.encode() not in everything
+
+
+# -- retention ----------------------------------------------------------------------------
+
+
+def test_prune_while_the_daemon_runs(daemon):
+    d = daemon("""
+        [[jobs]]
+        name = "tick"
+        schedule = "every 1s"
+        run = "beaconlite.builtin:noop"
+    """)
+    conn = sqlite3.connect(d.database, timeout=10)
+    old = time.time() - 10 * 86400
+    conn.executemany(
+        "INSERT INTO run (job, status, trigger, attempt, scheduled_at, started_at, finished_at) "
+        "VALUES ('old', 'success', 'schedule', 1, ?, ?, ?)",
+        [(old + i, old + i, old + i + 1) for i in range(30_000)])
+    conn.commit()
+    conn.close()
+    errors = []
+    stop = threading.Event()
+
+    def read_loop():
+        while not stop.is_set():
+            out = cli("-c", d.config, "runs", "--json", "--limit", "5")
+            if out.returncode != 0:
+                errors.append(out.stderr)
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    out = cli("-c", d.config, "prune", "--older-than", "1d", "--json")
+    stop.set()
+    reader.join()
+    assert out.returncode == 0 and json.loads(out.stdout)["pruned"] == 30_000
+    assert errors == []
+    assert "database is locked" not in d.log()
+    assert all(r.job == "tick" for r in d.runs())
