@@ -561,6 +561,15 @@ def service_install(launchd, user, force):
 # -- the entry point ----------------------------------------------------------------------
 
 
+def error_line(message: str) -> str:
+    """One line whatever the message quotes (a config value may hold a newline)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def fail(message: str) -> None:
+    click.echo(f"beaconlite: error: {error_line(message)}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
@@ -573,20 +582,19 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("beaconlite: interrupted", err=True)
         code = 130
     except click.ClickException as e:
-        click.echo(f"beaconlite: error: {e.format_message()}", err=True)
+        fail(e.format_message())
         code = ExitStatus.CANNOT
     except (Negative, LockHeld) as e:
-        click.echo(f"beaconlite: error: {e}", err=True)
+        fail(str(e))
         code = ExitStatus.NEGATIVE
     except BeaconError as e:
         if debug:
             raise
-        click.echo(f"beaconlite: error: {e}", err=True)
+        fail(str(e))
         code = ExitStatus.CANNOT
     except Exception as e:
         if debug:
             raise
-        click.echo(f"beaconlite: error: {type(e).__name__}: {e} (run with --debug for a "
-                   "traceback)", err=True)
+        fail(f"{type(e).__name__}: {e} (run with --debug for a traceback)")
         code = ExitStatus.CANNOT
     sys.exit(int(code or 0))

@@ -89,14 +89,19 @@ class RunContext:
             # Not suppressed; the run's compare-and-set ends this step with the run's status.
             record.status = "aborted"
             raise
-        except StepFailed as e:
-            record.status = "error"
-            record.error = self._live.redact(one_line(str(e)))
         except Exception as e:
+            # An exception caused by the abort (a socket shut down under a body read) is
+            # the abort: the step in flight takes the run's status.
+            if self._live.aborted is not None:
+                record.status = "aborted"
+                raise type(self._live.aborted)(self._live.aborted.reason) from e
             record.status = "error"
-            record.error = self._live.redact(one_line(f"{type(e).__name__}: {e}"))
-            self.findings.tracebacks.append(
-                self._live.redact(f"step {record.name!r}:\n{traceback.format_exc()}"))
+            if isinstance(e, StepFailed):
+                record.error = self._live.redact(one_line(str(e)))
+            else:
+                record.error = self._live.redact(one_line(f"{type(e).__name__}: {e}"))
+                self.findings.tracebacks.append(
+                    self._live.redact(f"step {record.name!r}:\n{traceback.format_exc()}"))
             self.log.info("step %r failed: %s", record.name, record.error)
         finally:
             self._step = None

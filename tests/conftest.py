@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -10,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from beaconlite import store
+from beaconlite import clock, store
 from beaconlite.cli import main
+from beaconlite.config import load_config
+from beaconlite.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/jobs.py: run targets
@@ -112,9 +117,6 @@ def http_server():
 
 # -- a real daemon process ----------------------------------------------------------------
 
-import json  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
 
 
 class DaemonProcess:
@@ -206,3 +208,26 @@ def daemon(tmp_path):
     for d in made:
         if d.proc and d.proc.poll() is None:
             d.stop()
+
+
+# -- a runner in this process -------------------------------------------------------------
+
+
+@pytest.fixture
+def runner(make_config, tmp_path):
+    """make(toml) -> a Runner over a fresh database, for the jobs in that config."""
+    made = []
+
+    def make(body: str, **daemon) -> Runner:
+        extra = "".join(f"{k} = {v!r}\n" for k, v in {"abort_grace": "0.5s", **daemon}.items())
+        path = make_config(f'[daemon]\ndatabase = "state/b.db"\n{extra}' + body)
+        config = load_config(path)
+        store.open_writer(config.daemon.database)
+        instance = store.register_instance("daemon", os.getpid(), "test", "t", 60, clock.wall())
+        r = Runner(config, instance)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.abort_all("test over")

@@ -26,6 +26,9 @@ class Peer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def handle_error(self, request, client_address):
+        pass  # peers that misbehave on purpose make their own connections fail
+
     def count(self, prefix: str = "/") -> int:
         with self.lock:
             return sum(1 for _, p in self.hits if p.startswith(prefix))
@@ -36,6 +39,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def finish(self):
+        try:
+            super().finish()
+        except (OSError, ValueError):
+            pass  # /reset closed the connection under our feet
 
     def do_GET(self):
         server: Peer = self.server
@@ -103,9 +112,41 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 return
 
-    def route_big(self, query):
+    def route_reset(self, query):
+        """Half a body, then a TCP reset (SO_LINGER 0)."""
+        import socket
+        import struct
+
         self.send_response(200)
-        self.send_header("Content-Length", str(10 * 10**9))
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"r" * 50000)
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # the socket really closes (and resets) only once its file objects are closed too
+        self.wfile.close()
+        self.rfile.close()
+        self.connection.close()
+
+    def route_garbage(self, query):
+        self.wfile.write(b"this is not HTTP at all\r\n\r\n\x00\xff")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def route_redirect(self, query):
+        n = int(query or 0) + 1
+        self.send_response(302)
+        self.send_header("Location", f"/redirect?{n}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def route_big(self, query):
+        """A 10 GB body (declared, or with query "chunked": not declared)."""
+        self.send_response(200)
+        if query != "undeclared":
+            self.send_header("Content-Length", str(10 * 10**9))
+        else:
+            self.close_connection = True
         self.end_headers()
         chunk = b"z" * 65536
         try:

@@ -9,29 +9,8 @@ import pytest
 from conftest import wait_for
 
 from beaconlite import clock, store
-from beaconlite.config import load_config
 from beaconlite.errors import RunCancelled, SlotTaken
 from beaconlite.runner import Runner
-
-
-@pytest.fixture
-def runner(make_config, tmp_path):
-    """make(toml) -> a Runner over a fresh database, for the jobs in that config."""
-    made = []
-
-    def make(body: str, **daemon) -> Runner:
-        extra = "".join(f"{k} = {v!r}\n" for k, v in {"abort_grace": "0.5s", **daemon}.items())
-        path = make_config(f'[daemon]\ndatabase = "state/b.db"\n{extra}' + body)
-        config = load_config(path)
-        store.open_writer(config.daemon.database)
-        instance = store.register_instance("daemon", os.getpid(), "test", "t", 60, clock.wall())
-        r = Runner(config, instance)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.abort_all("test over")
 
 
 def run_to_end(runner: Runner, job: str, bound: float = 10.0, scheduled_at: float | None = None):

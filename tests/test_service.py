@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import DAEMON_DEFAULTS, wait_for
 from test_daemon import cli
 
 
@@ -199,13 +199,10 @@ def test_webhooks(daemon, http_server, tmp_path, monkeypatch):
 # -- retention ----------------------------------------------------------------------------
 
 
-def test_prune_while_the_daemon_runs(daemon):
-    d = daemon("""
-        [[jobs]]
-        name = "tick"
-        schedule = "every 1s"
-        run = "beaconlite.builtin:noop"
-    """)
+def test_readers_while_the_daemon_writes_20_runs_a_second_and_prunes(daemon):
+    d = daemon("".join(
+        f'[[jobs]]\nname = "tick-{i}"\nschedule = "every 1s"\nrun = "beaconlite.builtin:noop"\n'
+        for i in range(20)), defaults=DAEMON_DEFAULTS + "max_concurrent_runs = 50\n")
     conn = sqlite3.connect(d.database, timeout=10)
     old = time.time() - 10 * 86400
     conn.executemany(
@@ -226,9 +223,12 @@ def test_prune_while_the_daemon_runs(daemon):
     reader = threading.Thread(target=read_loop)
     reader.start()
     out = cli("-c", d.config, "prune", "--older-than", "1d", "--json")
+    wait_for(lambda: len(d.runs()) >= 60, 10, what="three seconds of runs")
     stop.set()
     reader.join()
     assert out.returncode == 0 and json.loads(out.stdout)["pruned"] == 30_000
     assert errors == []
     assert "database is locked" not in d.log()
-    assert all(r.job == "tick" for r in d.runs())
+    runs = d.runs()
+    assert all(r.job.startswith("tick-") for r in runs)
+    assert all(r.status in ("success", "running") for r in runs)
