@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from beaconlite import __version__, output
-from beaconlite.errors import BeaconError, ConfigError, LockHeld
+from beaconlite.errors import BeaconError, ConfigError, Refused
 
 RUN_STATUSES = ("running", "success", "warning", "error", "timeout", "cancelled", "skipped")
 
@@ -22,10 +22,6 @@ class ExitStatus(enum.IntEnum):
     OK = 0  # done / yes
     NEGATIVE = 1  # a well-formed request with a negative answer
     CANNOT = 2  # usage error, malformed argument, bad config, unusable database
-
-
-class Negative(BeaconError):
-    """A well-formed request whose answer is no (exit 1)."""
 
 
 def exit_by_status(status: str) -> ExitStatus:
@@ -260,7 +256,7 @@ def show(run_id, as_json):
     open_for_query()
     found = store.get_run(run_id)
     if found is None:
-        raise Negative(f"no run with id {run_id}")
+        raise Refused(f"no run with id {run_id}")
     run, steps = found
     detail = output.run_detail_json(run, steps)
     if as_json:
@@ -338,47 +334,6 @@ def daemon():
     return Daemon(config).run()
 
 
-def poll(predicate, timeout: float, interval: float = 0.05):
-    """predicate() until truthy or timeout; its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
-    """Write a request for the daemon and wait for its answer (it ticks every second)."""
-    from beaconlite import store
-
-    request = store.add_request(kind, time.time(), job=job, run_id=run_id)
-    answer = poll(lambda: (r := store.get_request(request)) and r.error is not None and r, 5.0)
-    if not answer:
-        if store.withdraw_request(request):
-            raise Negative("the daemon did not take the request within 5 s")
-        answer = poll(lambda: (r := store.get_request(request)) and r.error is not None and r, 5.0)
-    if not answer:
-        raise Negative("the daemon took the request but did not answer within 10 s")
-    return answer
-
-
-def require_daemon(path: Path) -> None:
-    from beaconlite import store
-    from beaconlite.lock import daemon_alive
-
-    if not daemon_alive(path) or not store.open_reader(path):
-        raise Negative(f"no daemon is running on {path}")
-
-
-def wait_for_end(run_id: int, timeout: float | None) -> str:
-    from beaconlite import store
-
-    status = poll(lambda: (s := store.run_status(run_id)) != "running" and s,
-                  timeout if timeout is not None else float("inf"), 0.1)
-    return status or "running"
-
-
 @cli.command()
 @global_options
 @click.argument("job_name", metavar="JOB")
@@ -387,26 +342,25 @@ def wait_for_end(run_id: int, timeout: float | None) -> str:
 @json_option
 def trigger(job_name, wait, timeout, as_json):
     """Ask the running daemon for a run of JOB now."""
-    from beaconlite import store
+    from beaconlite import control, store
 
     limit = duration_arg(timeout, "--timeout")
     config = load_config(required=False)
     if config is not None:
         config_job(config, job_name)
-    path = database_path(config)
-    require_daemon(path)
-    answer = ask_daemon("trigger", job=job_name)
+    control.require_daemon(database_path(config))
+    answer = control.ask_daemon("trigger", job=job_name)
     if answer.error == "queued":
         emit({"job": job_name, "run_id": None, "queued": True}, as_json,
              f"{job_name}: a run is live; this one is queued and starts when it ends")
         return ExitStatus.OK
     if answer.error:
-        raise Negative(f"{job_name} did not start: {answer.error}")
+        raise Refused(f"{job_name} did not start: {answer.error}")
     run_id = answer.result_run_id
     if not wait:
         emit({"job": job_name, "run_id": run_id}, as_json, f"run {run_id} ({job_name}) started")
         return ExitStatus.OK
-    status = wait_for_end(run_id, limit)
+    status = control.wait_for_end(run_id, limit)
     run, steps = store.get_run(run_id)
     if status == "running":
         emit(output.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) still running")
@@ -421,37 +375,9 @@ def trigger(job_name, wait, timeout, as_json):
 @click.argument("run_id", type=int)
 def cancel(run_id):
     """Stop a live run."""
-    import os
-    import signal
-    import socket
+    from beaconlite import control
 
-    from beaconlite import reaper, store
-    from beaconlite.lock import daemon_alive
-
-    config = load_config(required=False)
-    path = database_path(config)
-    store.open_reader(path)
-    status = store.run_status(run_id)
-    if status is None:
-        raise Negative(f"no run with id {run_id}")
-    if status != "running":
-        raise Negative(f"run {run_id} is not live (it is {status})")
-    run = store.Run.get_by_id(run_id)
-    owner = store.instances([run.instance_id]).get(run.instance_id)
-    host, now = socket.gethostname(), time.time()
-    alive = daemon_alive(path)
-    orphans = {o.id: o for o in reaper.find_orphans(now, host, daemon_lock_free=not alive)}
-    if run_id in orphans:
-        store.finish_abandoned(run_id, "cancelled", f"cancelled ({orphans[run_id].reason})", now)
-    elif owner is not None and owner.kind == "foreground" and owner.host == host:
-        os.kill(owner.pid, signal.SIGINT)  # `beaconlite run` cancels its run on Ctrl-C
-    elif alive:
-        answer = ask_daemon("cancel", run_id=run_id)
-        if answer.error:
-            raise Negative(answer.error)
-    else:
-        raise Negative(f"run {run_id} belongs to a process on {owner.host if owner else '?'}")
-    status = wait_for_end(run_id, 15.0)
+    status = control.cancel(database_path(load_config(required=False)), run_id)
     click.echo(f"run {run_id} {status}")
     return ExitStatus.OK if status == "cancelled" else ExitStatus.NEGATIVE
 
@@ -584,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         fail(e.format_message())
         code = ExitStatus.CANNOT
-    except (Negative, LockHeld) as e:
+    except Refused as e:
         fail(str(e))
         code = ExitStatus.NEGATIVE
     except BeaconError as e:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 GAP = 2.0  # a tick this much later than due, or elapsed time this far ahead: sleep / freeze
 PRUNE_EVERY = 86400.0
+TICK_PHASE = 0.5  # seconds past the whole second
 
 
 class Daemon:
@@ -114,7 +115,9 @@ class Daemon:
         wedge = os.environ.get("BEACONLITE_TEST_WEDGE_TICK")  # test hook: a stuck tick
         while not self._stop:
             interval = self.tick_interval
-            self._wake.wait(interval)
+            # Tick half-way between whole seconds, where schedules put their slots: the
+            # tick's own writes then never queue up with a burst of fires.
+            self._wake.wait(interval - (clock.wall() - TICK_PHASE) % interval)
             while wedge and os.path.exists(wedge) and not self._stop:
                 time.sleep(0.05)
             self._wake.clear()

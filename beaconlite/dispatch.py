@@ -73,8 +73,9 @@ class Dispatcher:
             job = self.config.job(job_name)
             if job is None or not job.enabled or self.stopping:
                 return
-            started = store.last_started_slot(job.name)
-            slots = [s for s in slots if started is None or s > started]
+            if len(slots) > 1:  # one on-time slot needs no look-up: its run row is unique
+                started = store.last_started_slot(job.name)
+                slots = [s for s in slots if started is None or s > started]
             if slots:
                 self._fire(job, slots, now, why_late, more)
 

@@ -15,7 +15,11 @@ class StoreError(BeaconError):
     """A database that cannot be used (exit 2)."""
 
 
-class LockHeld(BeaconError):
+class Refused(BeaconError):
+    """A well-formed request whose answer is no (exit 1)."""
+
+
+class LockHeld(Refused):
     """Another daemon holds the database's lock (exit 1)."""
 
     def __init__(self, path: str, pid: int | None):

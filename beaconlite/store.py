@@ -12,6 +12,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -561,6 +562,7 @@ def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
         return Run.select().where(finished).count()
     total = 0
     while True:
+        started = time.monotonic()
         with _write():  # one short write transaction per batch
             ids = [r.id for r in Run.select(Run.id).where(finished).limit(batch_size)]
             if not ids:
@@ -568,6 +570,9 @@ def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
             Step.delete().where(Step.run_id.in_(ids)).execute()
             Run.delete().where(Run.id.in_(ids)).execute()
         total += len(ids)
+        # Leave the lock free as long as we held it: a writer in another process polls
+        # (SQLite's busy handler sleeps and retries) and back-to-back batches starve it.
+        time.sleep(min(0.05, time.monotonic() - started))
 
 
 

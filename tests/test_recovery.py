@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,9 @@ from beaconlite.daemon import Daemon
 from beaconlite.dispatch import Fire
 
 
-def test_kill9_then_reap_cli_and_health(daemon):
+@pytest.fixture
+def orphaned(daemon):
+    """A daemon killed with SIGKILL in the middle of a run: (the daemon, the orphan)."""
     d = daemon("""
         [[jobs]]
         name = "long"
@@ -28,6 +31,11 @@ def test_kill9_then_reap_cli_and_health(daemon):
     wait_for(lambda: any(r.status == "running" for r in d.runs("long")), 5, what="the run")
     d.kill9()
     (run,) = d.runs("long")
+    return d, run
+
+
+def test_kill9_then_reap_cli_and_health(orphaned):
+    d, run = orphaned
     out = cli("-c", d.config, "reap", "--dry-run", "--json")
     assert out.returncode == 0 and f'"id": {run.id}' in out.stdout
     assert d.runs("long")[0].status == "running"  # a dry run changes nothing
@@ -37,21 +45,11 @@ def test_kill9_then_reap_cli_and_health(daemon):
     assert run.status == "timeout" and run.error.startswith(f"orphaned: daemon pid {d.proc.pid}")
     out = cli("-c", d.config, "health", "--json")
     assert out.returncode == 1  # the daemon is down
-    import json
-
     assert json.loads(out.stdout)["metrics"]["orphans_reaped_24h"] == 1
 
 
-def test_cancel_of_an_orphan(daemon):
-    d = daemon("""
-        [[jobs]]
-        name = "long"
-        command = ["sleep", "30"]
-    """)
-    assert cli("-c", d.config, "trigger", "long").returncode == 0
-    wait_for(lambda: any(r.status == "running" for r in d.runs("long")), 5, what="the run")
-    d.kill9()
-    (run,) = d.runs("long")
+def test_cancel_of_an_orphan(orphaned):
+    d, run = orphaned
     out = cli("-c", d.config, "cancel", run.id)
     assert out.returncode == 0 and "cancelled" in out.stdout
     assert d.runs("long")[0].status == "cancelled"

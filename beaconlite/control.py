@@ -1,0 +1,81 @@
+"""The CLI's requests to a running daemon, through the database: trigger and cancel.
+
+The daemon takes requests on its tick (every second) and answers in the same row.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from beaconlite import reaper, store
+from beaconlite.errors import Refused
+from beaconlite.lock import daemon_alive
+
+
+def poll(predicate, timeout: float, interval: float = 0.05):
+    """predicate() until truthy or timeout; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
+    """Write a request for the daemon and wait for its answer (it ticks every second)."""
+    request = store.add_request(kind, time.time(), job=job, run_id=run_id)
+
+    def answered():
+        row = store.get_request(request)
+        return row if row is not None and row.error is not None else None
+
+    answer = poll(answered, 5.0)
+    if not answer:
+        if store.withdraw_request(request):
+            raise Refused("the daemon did not take the request within 5 s")
+        answer = poll(answered, 5.0)  # taken just now: its answer is on the way
+    if not answer:
+        raise Refused("the daemon took the request but did not answer within 10 s")
+    return answer
+
+
+def require_daemon(path: Path) -> None:
+    if not daemon_alive(path) or not store.open_reader(path):
+        raise Refused(f"no daemon is running on {path}")
+
+
+def wait_for_end(run_id: int, timeout: float | None) -> str:
+    status = poll(lambda: (s := store.run_status(run_id)) != "running" and s,
+                  timeout if timeout is not None else float("inf"), 0.1)
+    return status or "running"
+
+
+def cancel(path: Path, run_id: int) -> str:
+    """Stop a live run wherever it runs; its final status (waits up to 15 s for it)."""
+    store.open_reader(path)
+    status = store.run_status(run_id)
+    if status is None:
+        raise Refused(f"no run with id {run_id}")
+    if status != "running":
+        raise Refused(f"run {run_id} is not live (it is {status})")
+    run = store.Run.get_by_id(run_id)
+    owner = store.instances([run.instance_id]).get(run.instance_id)
+    host, now = socket.gethostname(), time.time()
+    alive = daemon_alive(path)
+    orphans = {o.id: o for o in reaper.find_orphans(now, host, daemon_lock_free=not alive)}
+    if run_id in orphans:  # nobody runs it any more: record it here
+        store.finish_abandoned(run_id, "cancelled", f"cancelled ({orphans[run_id].reason})", now)
+    elif owner is not None and owner.kind == "foreground" and owner.host == host:
+        os.kill(owner.pid, signal.SIGINT)  # `beaconlite run` cancels its run on Ctrl-C
+    elif alive:
+        answer = ask_daemon("cancel", run_id=run_id)
+        if answer.error:
+            raise Refused(answer.error)
+    else:
+        raise Refused(f"run {run_id} belongs to a process on {owner.host if owner else '?'}")
+    return wait_for_end(run_id, 15.0)
