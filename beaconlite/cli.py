@@ -39,13 +39,25 @@ def _remember(ctx: click.Context, param: click.Parameter, value):
 
 def global_options(f):
     for option in (
-        click.option("--config", "-c", type=click.Path(dir_okay=False), expose_value=False,
-                     callback=_remember, help="Config file (default: $BEACONLITE_CONFIG, "
-                     "./beaconlite.toml, ~/.config/beaconlite/config.toml, /etc/beaconlite/config.toml)."),
-        click.option("--database", type=click.Path(dir_okay=False), expose_value=False,
-                     callback=_remember, help="Query this database (no config needed)."),
-        click.option("--debug", is_flag=True, expose_value=False, callback=_remember,
-                     help="Show tracebacks."),
+        click.option(
+            "--config",
+            "-c",
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_remember,
+            help="Config file (default: $BEACONLITE_CONFIG, "
+            "./beaconlite.toml, ~/.config/beaconlite/config.toml, /etc/beaconlite/config.toml).",
+        ),
+        click.option(
+            "--database",
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_remember,
+            help="Query this database (no config needed).",
+        ),
+        click.option(
+            "--debug", is_flag=True, expose_value=False, callback=_remember, help="Show tracebacks."
+        ),
     ):
         f = option(f)
     return f
@@ -108,8 +120,7 @@ def config_job(config, name: str):
     job = config.job(name)
     if job is None:
         known = ", ".join(j.name for j in config.jobs) or "none"
-        raise click.BadParameter(f"no job named {name!r} in {config.path} (jobs: {known})",
-                                 param_hint="JOB")
+        raise click.BadParameter(f"no job named {name!r} in {config.path} (jobs: {known})", param_hint="JOB")
     return job
 
 
@@ -189,8 +200,15 @@ def status(as_json: bool):
         # Only a running daemon will fire anything: otherwise there is no next run.
         pub = published.get(name)
         next_run = pub.next_run_at if (state == "running" and pub and enabled) else None
-        job_rows.append({"name": name, "schedule": schedule, "enabled": enabled,
-                         "next_run_at": next_run, **overview[name]})
+        job_rows.append(
+            {
+                "name": name,
+                "schedule": schedule,
+                "enabled": enabled,
+                "next_run_at": next_run,
+                **overview[name],
+            }
+        )
     value = {
         "daemon": {
             "state": state,
@@ -200,20 +218,36 @@ def status(as_json: bool):
             "started_at": output.iso(daemon.started_at) if daemon else None,
             "heartbeat_at": output.iso(daemon.heartbeat_at) if daemon else None,
         },
-        "jobs": [{**j, "next_run_at": output.iso(j["next_run_at"]),
-                  "last_finished_at": output.iso(j["last_finished_at"])} for j in job_rows],
+        "jobs": [
+            {
+                **j,
+                "next_run_at": output.iso(j["next_run_at"]),
+                "last_finished_at": output.iso(j["last_finished_at"]),
+            }
+            for j in job_rows
+        ],
     }
     if as_json:
         return emit(value, True, "")
     if daemon is None:
         head = "daemon: stopped (never started on this database)"
     else:
-        head = (f"daemon: {state} (pid {daemon.pid} on {daemon.host}, v{daemon.version}, "
-                f"since {output.local(daemon.started_at)}, "
-                f"heartbeat {output.ago(now - daemon.heartbeat_at)})")
-    rows = [[j["name"] + ("" if j["enabled"] else " (disabled)"), j["schedule"] or "manual",
-             output.local(j["next_run_at"]), j["last_status"] or "-", str(j["live_runs"]),
-             output.one_line(j["last_skip_reason"], 50)] for j in job_rows]
+        head = (
+            f"daemon: {state} (pid {daemon.pid} on {daemon.host}, v{daemon.version}, "
+            f"since {output.local(daemon.started_at)}, "
+            f"heartbeat {output.ago(now - daemon.heartbeat_at)})"
+        )
+    rows = [
+        [
+            j["name"] + ("" if j["enabled"] else " (disabled)"),
+            j["schedule"] or "manual",
+            output.local(j["next_run_at"]),
+            j["last_status"] or "-",
+            str(j["live_runs"]),
+            output.one_line(j["last_skip_reason"], 50),
+        ]
+        for j in job_rows
+    ]
     click.echo(head)
     if rows:
         click.echo(output.table(["JOB", "SCHEDULE", "NEXT RUN", "LAST", "LIVE", "LAST SKIP"], rows))
@@ -239,10 +273,23 @@ def runs(job, status_, limit, since, as_json):
     rows = []
     for r, total, ok in found:
         duration = output.format_duration(r.duration_s) if r.duration_s is not None else "-"
-        rows.append([str(r.id), r.job, r.status, r.trigger, output.local(r.started_at or r.finished_at),
-                     duration, f"{ok}/{total}" if total else "-", output.one_line(r.error)])
-    click.echo(output.table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "DURATION", "STEPS",
-                             "ERROR"], rows) if rows else "no runs")
+        rows.append(
+            [
+                str(r.id),
+                r.job,
+                r.status,
+                r.trigger,
+                output.local(r.started_at or r.finished_at),
+                duration,
+                f"{ok}/{total}" if total else "-",
+                output.one_line(r.error),
+            ]
+        )
+    click.echo(
+        output.table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "DURATION", "STEPS", "ERROR"], rows)
+        if rows
+        else "no runs"
+    )
 
 
 @cli.command()
@@ -262,8 +309,12 @@ def show(run_id, as_json):
     if as_json:
         return emit(detail, True, "")
     lines = [f"run {run.id}: {run.job} {run.status} ({run.trigger}, attempt {run.attempt})"]
-    for label, key in (("scheduled", "scheduled_at"), ("started", "started_at"),
-                       ("finished", "finished_at"), ("deadline", "deadline_at")):
+    for label, key in (
+        ("scheduled", "scheduled_at"),
+        ("started", "started_at"),
+        ("finished", "finished_at"),
+        ("deadline", "deadline_at"),
+    ):
         lines.append(f"  {label + ':':11}{output.local(getattr(run, key))}")
     if run.duration_s is not None:
         lines.append(f"  {'duration:':11}{output.format_duration(run.duration_s)}")
@@ -351,8 +402,11 @@ def trigger(job_name, wait, timeout, as_json):
     control.require_daemon(database_path(config))
     answer = control.ask_daemon("trigger", job=job_name)
     if answer.error == "queued":
-        emit({"job": job_name, "run_id": None, "queued": True}, as_json,
-             f"{job_name}: a run is live; this one is queued and starts when it ends")
+        emit(
+            {"job": job_name, "run_id": None, "queued": True},
+            as_json,
+            f"{job_name}: a run is live; this one is queued and starts when it ends",
+        )
         return ExitStatus.OK
     if answer.error:
         raise Refused(f"{job_name} did not start: {answer.error}")
@@ -385,7 +439,7 @@ def cancel(run_id):
 @cli.command()
 @global_options
 @click.option("--dry-run", is_flag=True, help="List the orphans, change nothing.")
-@click.option("--older-than", help='Only runs started more than this long ago (default 0).')
+@click.option("--older-than", help="Only runs started more than this long ago (default 0).")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=500, show_default=True)
 @json_option
 def reap(dry_run, older_than, batch_size, as_json):
@@ -400,12 +454,17 @@ def reap(dry_run, older_than, batch_size, as_json):
     path = database_path(config)
     store.open_reader(path)
     now = time.time()
-    orphans = reaper.find_orphans(now, socket.gethostname(),
-                                  daemon_lock_free=not daemon_alive(path), older_than=age)
+    orphans = reaper.find_orphans(
+        now, socket.gethostname(), daemon_lock_free=not daemon_alive(path), older_than=age
+    )
     done = orphans if dry_run else reaper.reap(orphans, now, batch_size)
-    value = {"dry_run": dry_run, "reaped": [
-        {"id": o.id, "job": o.job, "started_at": output.iso(o.started_at), "reason": o.reason}
-        for o in done]}
+    value = {
+        "dry_run": dry_run,
+        "reaped": [
+            {"id": o.id, "job": o.job, "started_at": output.iso(o.started_at), "reason": o.reason}
+            for o in done
+        ],
+    }
     verb = "would flip" if dry_run else "flipped"
     lines = [f"{verb} {len(done)} orphaned run(s) to timeout"]
     lines += [f"  {o.id} {o.job} (started {output.local(o.started_at)}): {o.reason}" for o in done]
@@ -414,8 +473,12 @@ def reap(dry_run, older_than, batch_size, as_json):
 
 @cli.command()
 @global_options
-@click.option("--prometheus", "as_prometheus", is_flag=True,
-              help="Metrics in the Prometheus text format (always exits 0).")
+@click.option(
+    "--prometheus",
+    "as_prometheus",
+    is_flag=True,
+    help="Metrics in the Prometheus text format (always exits 0).",
+)
 @json_option
 def health(as_prometheus, as_json):
     """The health verdict and metrics; exit 0 healthy, 1 not."""
@@ -467,8 +530,7 @@ def service_print(launchd, user):
     from beaconlite import service as svc
 
     config = load_config()
-    click.echo(svc.launchd_plist(config, user) if launchd else svc.systemd_unit(config, user),
-               nl=False)
+    click.echo(svc.launchd_plist(config, user) if launchd else svc.systemd_unit(config, user), nl=False)
 
 
 @service.command("install")

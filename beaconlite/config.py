@@ -152,8 +152,14 @@ class Config:
 
 
 def _type_name(value) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _bool(v):
@@ -182,6 +188,7 @@ def _int_in(low: int, high: int):
         if not low <= v <= high:
             raise ValueError(f"{v} is out of range {low}..{high}")
         return v
+
     return parse
 
 
@@ -198,6 +205,7 @@ def _choice(*options: str):
         if v not in options:
             raise ValueError(f"{v!r} is not one of {', '.join(repr(o) for o in options)}")
         return v
+
     return parse
 
 
@@ -208,6 +216,7 @@ def _list_of(item: Callable, allow_empty: bool = True):
         if not v and not allow_empty:
             raise ValueError("must not be empty")
         return tuple(item(x) for x in v)
+
     return parse
 
 
@@ -346,6 +355,7 @@ class _Loader:
     def interpolate(self, value, where: str):
         """Replace ${NAME} in every string, remembering each value as a secret."""
         if isinstance(value, str):
+
             def sub(m):
                 name = m.group(1)
                 if name not in self.env:
@@ -355,6 +365,7 @@ class _Loader:
                 if self.env[name]:
                     self.secrets.add(self.env[name])
                 return self.env[name]
+
             return ENV_REF.sub(sub, value)
         if isinstance(value, list):
             return [self.interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -391,12 +402,9 @@ class _Loader:
         daemon = self.section(data.get("daemon", {}), DAEMON_KEYS, "[daemon]")
         base = self.path.parent
         daemon["database"] = (
-            (base / daemon["database"]).absolute() if "database" in daemon
-            else DaemonSettings().database
+            (base / daemon["database"]).absolute() if "database" in daemon else DaemonSettings().database
         )
-        daemon["python_path"] = tuple(
-            str((base / p).absolute()) for p in daemon.get("python_path", ())
-        )
+        daemon["python_path"] = tuple(str((base / p).absolute()) for p in daemon.get("python_path", ()))
         daemon_settings = DaemonSettings(**daemon)
         http = HttpSettings(**self.section(data.get("http", {}), HTTP_KEYS, "[http]"))
 
@@ -421,8 +429,7 @@ class _Loader:
             if ("url" in spec) == ("command" in spec):
                 self.fail(where, 'needs exactly one of "url" or "command"')
             notify.append(NotifySpec(**spec))
-        return Config(self.path, daemon_settings, http, tuple(jobs), tuple(notify),
-                      frozenset(self.secrets))
+        return Config(self.path, daemon_settings, http, tuple(jobs), tuple(notify), frozenset(self.secrets))
 
     def job(self, raw, index: int, daemon: DaemonSettings, http: HttpSettings) -> JobSpec:
         name = raw.get("name") if isinstance(raw, dict) else None
@@ -432,19 +439,24 @@ class _Loader:
             self.fail(where, 'key "name" is missing')
         if not JOB_NAME.fullmatch(spec["name"]):
             self.fail(where, 'key "name": only letters, digits, "_", "." and "-" are allowed')
-        kinds = [k for k, key in (("python", "run"), ("command", "command"), ("checks", "checks"))
-                 if key in spec]
+        kinds = [
+            k for k, key in (("python", "run"), ("command", "command"), ("checks", "checks")) if key in spec
+        ]
         if len(kinds) != 1:
-            self.fail(where, 'needs exactly one of "run", "command" or "checks"'
-                      + (f" (has {', '.join(repr(k) for k in kinds)})" if kinds else ""))
+            self.fail(
+                where,
+                'needs exactly one of "run", "command" or "checks"'
+                + (f" (has {', '.join(repr(k) for k in kinds)})" if kinds else ""),
+            )
         kind = kinds[0]
         for key in spec:
             for other, keys in KIND_KEYS.items():
                 if key in keys and other != kind:
                     self.fail(where, f'key "{key}" only applies to {other} jobs')
         spec.setdefault("timeout", daemon.default_timeout)
-        spec["http"] = HttpSettings(**{**http.__dict__, **self.section(
-            raw.get("http", {}), HTTP_KEYS, f"{where} [jobs.http]")})
+        spec["http"] = HttpSettings(
+            **{**http.__dict__, **self.section(raw.get("http", {}), HTTP_KEYS, f"{where} [jobs.http]")}
+        )
         if kind == "python" and not re.fullmatch(r"[\w.]+:[\w.]+", spec["run"]):
             self.fail(where, f'key "run": {spec["run"]!r} is not "module.path:function"')
         if kind == "command":
@@ -453,9 +465,7 @@ class _Loader:
             raw_checks = raw["checks"]  # raw: section() interpolates each check itself
             if not isinstance(raw_checks, list) or not raw_checks:
                 self.fail(where, 'key "checks": expected one or more [[jobs.checks]] tables')
-            spec["checks"] = tuple(
-                self.check(c, f"{where} checks[{i}]") for i, c in enumerate(raw_checks)
-            )
+            spec["checks"] = tuple(self.check(c, f"{where} checks[{i}]") for i, c in enumerate(raw_checks))
         return JobSpec(kind=kind, **spec)
 
     def command(self, value, shell: bool, where: str):
@@ -463,10 +473,17 @@ class _Loader:
             if not isinstance(value, str) or not value.strip():
                 self.fail(where, 'key "command": with shell = true, a non-empty string')
             return value
-        if (not isinstance(value, list) or not value
-                or not all(isinstance(a, str) for a in value) or not value[0]):
-            self.fail(where, 'key "command": expected an argv array of strings, e.g. '
-                      '["/usr/local/bin/backup.sh", "--full"] (or a string with shell = true)')
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(a, str) for a in value)
+            or not value[0]
+        ):
+            self.fail(
+                where,
+                'key "command": expected an argv array of strings, e.g. '
+                '["/usr/local/bin/backup.sh", "--full"] (or a string with shell = true)',
+            )
         return tuple(value)
 
     def check(self, raw, where: str) -> Check:
@@ -485,8 +502,9 @@ class _Loader:
         return Check(**spec)
 
 
-def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None,
-                env_required: bool = True) -> Config:
+def load_config(
+    path: str | os.PathLike, env: Mapping[str, str] | None = None, env_required: bool = True
+) -> Config:
     """Read and validate a config file; ConfigError (one line) on any problem.
 
     ``env_required=False`` reads an unset ${VAR} as empty: query commands need job names

@@ -45,8 +45,9 @@ class RunContext:
         self.params: dict[str, Any] = dict(live.job.params)
         self.scheduled_at = datetime.fromtimestamp(live.scheduled_at, timezone.utc)
         self.deadline = datetime.fromtimestamp(live.deadline_at, timezone.utc)
-        self.log = logging.LoggerAdapter(logging.getLogger("beaconlite.run"),
-                                         {"run_id": live.run_id, "job": live.job.name})
+        self.log = logging.LoggerAdapter(
+            logging.getLogger("beaconlite.run"), {"run_id": live.run_id, "job": live.job.name}
+        )
         self.findings = Findings()
         self._step: StepRecord | None = None
 
@@ -101,7 +102,8 @@ class RunContext:
             else:
                 record.error = self._live.redact(one_line(f"{type(e).__name__}: {e}"))
                 self.findings.tracebacks.append(
-                    self._live.redact(f"step {record.name!r}:\n{traceback.format_exc()}"))
+                    self._live.redact(f"step {record.name!r}:\n{traceback.format_exc()}")
+                )
             self.log.info("step %r failed: %s", record.name, record.error)
         finally:
             self._step = None

@@ -50,8 +50,11 @@ def require_daemon(path: Path) -> None:
 
 
 def wait_for_end(run_id: int, timeout: float | None) -> str:
-    status = poll(lambda: (s := store.run_status(run_id)) != "running" and s,
-                  timeout if timeout is not None else float("inf"), 0.1)
+    status = poll(
+        lambda: (s := store.run_status(run_id)) != "running" and s,
+        timeout if timeout is not None else float("inf"),
+        0.1,
+    )
     return status or "running"
 
 

@@ -36,8 +36,7 @@ class Daemon:
     def __init__(self, config: Config):
         self.config = config
         self.host = socket.gethostname()
-        self.lock = DaemonLock(config.daemon.database,
-                               store.file_mode(config.daemon.group_access))
+        self.lock = DaemonLock(config.daemon.database, store.file_mode(config.daemon.group_access))
         self._wake = threading.Event()
         self._stop = False
         self._reload = False
@@ -64,8 +63,9 @@ class Daemon:
         store.open_writer(settings.database, settings.group_access)
         now = self.started_at = clock.wall()
         previous = store.latest_daemon()
-        self.instance = store.register_instance("daemon", os.getpid(), self.host, __version__,
-                                                settings.orphan_after, now)
+        self.instance = store.register_instance(
+            "daemon", os.getpid(), self.host, __version__, settings.orphan_after, now
+        )
         self.notifier = Notifier(self.config)
         self.runner = Runner(self.config, self.instance, on_end=self._on_end)
         self.dispatcher = Dispatcher(self.config, self.runner, on_skip=self.notifier.run_ended)
@@ -75,13 +75,17 @@ class Daemon:
         if handle_signals:
             self._install_signals()
         self.scheduler.start()
-        since = (f" since {iso(previous.stopped_at or previous.heartbeat_at)}" if previous
-                 else "")
+        since = f" since {iso(previous.stopped_at or previous.heartbeat_at)}" if previous else ""
         self.dispatcher.recover_missed(clock.wall(), f"the daemon was not running{since}")
         self._publish()
-        log.info("beaconlite %s started: pid %d, %d job(s), database %s", __version__,
-                 os.getpid(), len(self.config.jobs), settings.database,
-                 extra={"event": "daemon.start"})
+        log.info(
+            "beaconlite %s started: pid %d, %d job(s), database %s",
+            __version__,
+            os.getpid(),
+            len(self.config.jobs),
+            settings.database,
+            extra={"event": "daemon.start"},
+        )
         sdnotify.notify("READY=1", f"STATUS={self._status_line()}")
         try:
             self._loop()
@@ -135,16 +139,18 @@ class Daemon:
                 self._last_tick = (mono, elapsed, now)
                 step = (now - last[2]) - (elapsed - last[1])
                 if clock.HAS_BOOTTIME and abs(step) > GAP:
-                    log.warning("wall clock stepped by %+.1fs (not counted as elapsed time)",
-                                step, extra={"event": "clock.step"})
+                    log.warning(
+                        "wall clock stepped by %+.1fs (not counted as elapsed time)",
+                        step,
+                        extra={"event": "clock.step"},
+                    )
                 last = (mono, elapsed, now)
                 self.runner.enforce_deadlines()
                 self._serve_requests(now)
                 self.dispatcher.tick(now)
                 if gap or mono - beat_at >= self.config.daemon.heartbeat_interval:
                     beat_at = mono
-                    store.heartbeat(self.instance, [r.run_id for r in self.runner.live_runs()],
-                                    now)
+                    store.heartbeat(self.instance, [r.run_id for r in self.runner.live_runs()], now)
                 if gap or mono - reap_at >= self.config.daemon.reaper_interval:
                     reap_at = mono
                     self._reap(now)
@@ -182,8 +188,7 @@ class Daemon:
             if len(slots) > 1:  # why several at once? APScheduler may wake before our tick
                 gap, seen_at = self._last_gap
                 recent = gap if clock.monotonic() - seen_at < 10 else None
-                why = (self._explain_gap(self._last_tick, self._clocks(), self.tick_interval)
-                       or recent or why)
+                why = self._explain_gap(self._last_tick, self._clocks(), self.tick_interval) or recent or why
             self.dispatcher.fire(job_name, slots, clock.wall(), why)
         except Exception:
             log.exception("fire of %s failed", job_name)
@@ -203,8 +208,9 @@ class Daemon:
                 error = "queued" if outcome.queued else (outcome.skipped or "")
                 store.answer_request(request.id, result_run_id=outcome.run_id, error=error)
             elif request.kind == "cancel":
-                store.answer_request(request.id, result_run_id=request.run_id,
-                                     error=self._cancel(request.run_id, now))
+                store.answer_request(
+                    request.id, result_run_id=request.run_id, error=self._cancel(request.run_id, now)
+                )
 
     def _cancel(self, run_id: int, now: float) -> str:
         live = self.runner.get(run_id)
@@ -216,32 +222,34 @@ class Daemon:
             return f"no run with id {run_id}"
         if status != "running":
             return f"run {run_id} is not live (it is {status})"
-        orphans = {o.id: o for o in reaper.find_orphans(now, self.host, daemon_lock_free=True,
-                                                       own_instance=self.instance)}
+        orphans = {
+            o.id: o
+            for o in reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
+        }
         if run_id in orphans:
-            store.finish_abandoned(run_id, "cancelled",
-                                   f"cancelled on request ({orphans[run_id].reason})", now)
+            store.finish_abandoned(
+                run_id, "cancelled", f"cancelled on request ({orphans[run_id].reason})", now
+            )
             return ""
         return f"run {run_id} belongs to a live foreground `beaconlite run`: interrupt that process"
 
     def _reap(self, now: float) -> None:
-        orphans = reaper.find_orphans(now, self.host, daemon_lock_free=True,
-                                      own_instance=self.instance)
+        orphans = reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
         grace = self.config.daemon.abort_grace
         for row in store.live_runs(self.instance):
             # Our own rows are judged by their deadline only; a thread still alive is aborted
             # (its grace timer records it), a row no thread serves is flipped here.
             if row.deadline_at + grace < now and self.runner.get(row.id) is None:
-                orphans.append(reaper.Orphan(row.id, row.job, row.started_at,
-                                             "past its deadline and no longer running"))
+                orphans.append(
+                    reaper.Orphan(row.id, row.job, row.started_at, "past its deadline and no longer running")
+                )
         reaper.reap(orphans, now)
 
     def _prune_in_background(self, before: float) -> None:
         def prune():
             try:
                 count = store.prune(before)
-                log.info("pruned %d finished run(s) older than keep_history", count,
-                         extra={"event": "prune"})
+                log.info("pruned %d finished run(s) older than keep_history", count, extra={"event": "prune"})
             except Exception:
                 log.exception("prune failed")
             finally:
@@ -252,8 +260,15 @@ class Daemon:
     def _publish(self) -> None:
         """The job list and next fire times, for `status` (written only when they change)."""
         nxt = self.scheduler.next_fire_times()
-        states = [{"name": j.name, "schedule": j.schedule, "enabled": int(j.enabled),
-                   "next_run_at": nxt.get(j.name)} for j in self.config.jobs]
+        states = [
+            {
+                "name": j.name,
+                "schedule": j.schedule,
+                "enabled": int(j.enabled),
+                "next_run_at": nxt.get(j.name),
+            }
+            for j in self.config.jobs
+        ]
         key = repr(states)
         if key != self._published:
             store.save_job_states(states)
@@ -273,8 +288,7 @@ class Daemon:
             config = load_config(self.config.path)
             check_targets(config)
         except BeaconError as e:
-            log.error("reload refused, keeping the running config: %s", e,
-                      extra={"event": "daemon.reload"})
+            log.error("reload refused, keeping the running config: %s", e, extra={"event": "daemon.reload"})
             return
         if config.daemon.database != self.config.daemon.database:
             log.warning("reload: a new database path takes effect at the next start")
@@ -289,8 +303,12 @@ class Daemon:
     def _shutdown(self) -> None:
         sdnotify.notify("STOPPING=1")
         settings = self.config.daemon
-        log.info("stopping (%s live run(s), on_stop = %s)", len(self.runner.live_runs()),
-                 settings.on_stop, extra={"event": "daemon.stop"})
+        log.info(
+            "stopping (%s live run(s), on_stop = %s)",
+            len(self.runner.live_runs()),
+            settings.on_stop,
+            extra={"event": "daemon.stop"},
+        )
         self.scheduler.shutdown()
         self.dispatcher.drop_pending("the daemon is stopping", clock.wall())
         if settings.on_stop == "cancel":
@@ -302,9 +320,15 @@ class Daemon:
         else:
             self._wait_for_runs(None)  # each run ends by its deadline (+ grace) at the latest
         store.stop_instance(self.instance, clock.wall())
-        store.save_job_states([{**s, "next_run_at": None} for s in
-                               ({"name": j.name, "schedule": j.schedule, "enabled": int(j.enabled)}
-                                for j in self.config.jobs)])
+        store.save_job_states(
+            [
+                {**s, "next_run_at": None}
+                for s in (
+                    {"name": j.name, "schedule": j.schedule, "enabled": int(j.enabled)}
+                    for j in self.config.jobs
+                )
+            ]
+        )
         store.close()
         self.lock.release()
         log.info("stopped", extra={"event": "daemon.stopped"})

@@ -44,8 +44,9 @@ class Outcome:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, runner: Runner,
-                 on_skip: Callable[[str, int, str], None] | None = None):
+    def __init__(
+        self, config: Config, runner: Runner, on_skip: Callable[[str, int, str], None] | None = None
+    ):
         self.config = config
         self.on_skip = on_skip  # (job, run id, "skipped"): notifications
         self.tz = resolve_timezone(config.daemon.timezone)
@@ -62,8 +63,7 @@ class Dispatcher:
 
     # -- slots ----------------------------------------------------------------------------
 
-    def fire(self, job_name: str, slots: list[float], now: float, why_late: str,
-             more: bool = False) -> None:
+    def fire(self, job_name: str, slots: list[float], now: float, why_late: str, more: bool = False) -> None:
         """Due slots of one job (oldest first): the latest may run, the rest are skipped.
 
         Slots at or before the last one started are already dealt with: after a suspend both
@@ -79,8 +79,7 @@ class Dispatcher:
             if slots:
                 self._fire(job, slots, now, why_late, more)
 
-    def _fire(self, job: JobSpec, slots: list[float], now: float, why_late: str,
-              more: bool) -> None:
+    def _fire(self, job: JobSpec, slots: list[float], now: float, why_late: str, more: bool) -> None:
         latest, late = slots[-1], now - slots[-1]
         if late <= job.misfire_grace:
             trigger = "schedule"
@@ -91,8 +90,11 @@ class Dispatcher:
         missed = slots[:-1] if trigger else slots
         if missed:
             count = f"more than {len(missed)}" if more else str(len(missed))
-            span = (f"at {iso(missed[0])}" if len(missed) == 1
-                    else f"between {iso(missed[0])} and {iso(missed[-1])}")
+            span = (
+                f"at {iso(missed[0])}"
+                if len(missed) == 1
+                else f"between {iso(missed[0])} and {iso(missed[-1])}"
+            )
             tail = "" if trigger else f"; catch_up = false and the latest is {format_duration(late)} late"
             self._skip(job, missed[0], f"missed {count} fire(s) {span}: {why_late}{tail}", now)
         if trigger:
@@ -129,44 +131,55 @@ class Dispatcher:
                     return self._skip(job, fire.slot, f"overlap: {busy}", now, fire)
                 if job.overlap == "queue":
                     if job.name in self._queued:
-                        return self._skip(job, fire.slot, f"overlap: {busy} and a fire is "
-                                          "already queued", now, fire)
+                        return self._skip(
+                            job, fire.slot, f"overlap: {busy} and a fire is already queued", now, fire
+                        )
                     self._queued[job.name] = fire
-                    log.info("%s: %s; fire of %s queued", job.name, busy, iso(fire.slot),
-                             extra={"event": "run.queued", "job": job.name})
+                    log.info(
+                        "%s: %s; fire of %s queued",
+                        job.name,
+                        busy,
+                        iso(fire.slot),
+                        extra={"event": "run.queued", "job": job.name},
+                    )
                     return Outcome(None, queued=True)
                 mine[0].abort(RunCancelled, f"replaced by a newer run ({fire.trigger})")
                 live.remove(mine[0])
             if len(live) >= self.config.daemon.max_concurrent_runs:
-                return self._skip(job, fire.slot, f"capacity: {len(live)} runs live "
-                                  f"(max_concurrent_runs = {self.config.daemon.max_concurrent_runs})",
-                                  now, fire)
+                return self._skip(
+                    job,
+                    fire.slot,
+                    f"capacity: {len(live)} runs live "
+                    f"(max_concurrent_runs = {self.config.daemon.max_concurrent_runs})",
+                    now,
+                    fire,
+                )
             try:
                 started = self.runner.start(job, fire.trigger, fire.slot, fire.attempt)
             except SlotTaken:
-                log.info("%s: slot %s attempt %d already has a run", job.name, iso(fire.slot),
-                         fire.attempt)
+                log.info("%s: slot %s attempt %d already has a run", job.name, iso(fire.slot), fire.attempt)
                 return Outcome(None, "this slot already has a run")
             return Outcome(started.run_id)
 
     def trigger(self, job: JobSpec, requested_at: float) -> Outcome:
         """A manual run; its slot is the request time (nudged if another took that instant)."""
         for nudge in range(10):
-            outcome = self.start(Fire(job.name, requested_at + nudge / 1000, "manual"),
-                                 clock.wall())
+            outcome = self.start(Fire(job.name, requested_at + nudge / 1000, "manual"), clock.wall())
             if outcome.skipped != "this slot already has a run":
                 return outcome
         return outcome
 
-    def _skip(self, job: JobSpec, slot: float, reason: str, now: float,
-              fire: Fire | None = None) -> Outcome:
+    def _skip(self, job: JobSpec, slot: float, reason: str, now: float, fire: Fire | None = None) -> Outcome:
         trigger, attempt = (fire.trigger, fire.attempt) if fire else ("schedule", 1)
         run_id = store.record_skipped(job.name, slot, reason, now, trigger, attempt)
         if run_id is not None and self.on_skip is not None:
             self.on_skip(job.name, run_id, "skipped")
-        log.info("%s: skipped: %s", job.name, reason,
-                 extra={"event": "run.skipped", "job": job.name, "run_id": run_id,
-                        "status": "skipped"})
+        log.info(
+            "%s: skipped: %s",
+            job.name,
+            reason,
+            extra={"event": "run.skipped", "job": job.name, "run_id": run_id, "status": "skipped"},
+        )
         return Outcome(run_id, reason)
 
     # -- after a run ----------------------------------------------------------------------
@@ -180,9 +193,14 @@ class Dispatcher:
             if status in job.retry_on and live.attempt <= job.retries:
                 retry = Fire(job.name, live.scheduled_at, "retry", live.attempt + 1)
                 self._retries.append((clock.elapsed() + job.retry_delay, retry))
-                log.info("%s: attempt %d %s; retry in %s", job.name, live.attempt, status,
-                         format_duration(job.retry_delay), extra={"event": "run.retry",
-                                                                  "job": job.name})
+                log.info(
+                    "%s: attempt %d %s; retry in %s",
+                    job.name,
+                    live.attempt,
+                    status,
+                    format_duration(job.retry_delay),
+                    extra={"event": "run.retry", "job": job.name},
+                )
             queued = self._queued.pop(job.name, None)
         if queued is not None:
             self.start(queued, clock.wall())

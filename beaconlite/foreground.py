@@ -40,8 +40,9 @@ def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
         except ValueError as e:
             raise ConfigError(f'{config.path}: job "{job.name}": key "run": {e}') from None
     open_store(config)
-    instance = store.register_instance("foreground", os.getpid(), socket.gethostname(),
-                                       __version__, config.daemon.orphan_after, clock.wall())
+    instance = store.register_instance(
+        "foreground", os.getpid(), socket.gethostname(), __version__, config.daemon.orphan_after, clock.wall()
+    )
     runner = Runner(config, instance)
     stop_beats = threading.Event()
     live = runner.start(job, "manual", clock.wall())
@@ -53,8 +54,9 @@ def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
     # Ctrl-C and SIGTERM cancel the run (also when started with SIGINT ignored, as `&` does).
-    previous = {sig: signal.signal(sig, signal.default_int_handler)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while not live.ended.wait(0.2):
             pass

@@ -9,8 +9,17 @@ DAY = 86400.0
 # A run past its deadline is only a problem once the runner should have recorded it:
 # abort_grace, plus SIGTERM-to-SIGKILL for a command, plus a tick.
 RECORDING_SLACK = 5.0 + 2.0
-METRICS = ("daemon_heartbeat_age_s", "live_runs", "long_running_runs", "leaked_threads",
-           "overdue_jobs", "runs_24h", "failed_24h", "timeouts_24h", "orphans_reaped_24h")
+METRICS = (
+    "daemon_heartbeat_age_s",
+    "live_runs",
+    "long_running_runs",
+    "leaked_threads",
+    "overdue_jobs",
+    "runs_24h",
+    "failed_24h",
+    "timeouts_24h",
+    "orphans_reaped_24h",
+)
 
 
 def _overdue(jobs: list[tuple[str, str | None, bool]], since: float, now: float, tz) -> list[str]:
@@ -28,8 +37,9 @@ def _overdue(jobs: list[tuple[str, str | None, bool]], since: float, now: float,
     return late
 
 
-def check(now: float, jobs: list[tuple[str, str | None, bool]], tz, abort_grace: float,
-          lock_free: bool) -> tuple[list[str], dict]:
+def check(
+    now: float, jobs: list[tuple[str, str | None, bool]], tz, abort_grace: float, lock_free: bool
+) -> tuple[list[str], dict]:
     """(problems, metrics); no problems means healthy."""
     problems = []
     daemon, state = store.daemon_state(now, lock_free)
@@ -37,14 +47,18 @@ def check(now: float, jobs: list[tuple[str, str | None, bool]], tz, abort_grace:
     if state == "stopped":
         problems.append("the daemon is not running")
     elif state == "stale":
-        problems.append(f"the daemon's heartbeat is {format_duration(age)} old "
-                        f"(orphan_after {format_duration(daemon.orphan_after)})")
+        problems.append(
+            f"the daemon's heartbeat is {format_duration(age)} old "
+            f"(orphan_after {format_duration(daemon.orphan_after)})"
+        )
     live = store.live_runs()
     past = [r for r in live if r.deadline_at is not None and r.deadline_at < now]
     stuck = [r for r in past if r.deadline_at + abort_grace + RECORDING_SLACK < now]
     if stuck:
-        problems.append(f"{len(stuck)} live run(s) past their deadline: "
-                        + ", ".join(f"{r.id} ({r.job})" for r in stuck[:5]))
+        problems.append(
+            f"{len(stuck)} live run(s) past their deadline: "
+            + ", ".join(f"{r.id} ({r.job})" for r in stuck[:5])
+        )
     leaked = daemon.leaked_threads if daemon and state == "running" else 0
     if leaked:
         problems.append(f"{leaked} run thread(s) leaked (did not end after their abort)")
@@ -68,12 +82,14 @@ def check(now: float, jobs: list[tuple[str, str | None, bool]], tz, abort_grace:
 
 def prometheus(healthy: bool, metrics: dict) -> str:
     """The Prometheus text format, for node_exporter's textfile collector."""
-    lines = ["# HELP beaconlite_healthy 1 when beaconlite health finds no problem.",
-             "# TYPE beaconlite_healthy gauge", f"beaconlite_healthy {int(healthy)}"]
+    lines = [
+        "# HELP beaconlite_healthy 1 when beaconlite health finds no problem.",
+        "# TYPE beaconlite_healthy gauge",
+        f"beaconlite_healthy {int(healthy)}",
+    ]
     for key, value in metrics.items():
         name = "beaconlite_" + (key[:-2] + "_seconds" if key.endswith("_s") else key)
         if value is None:
             continue
         lines += [f"# TYPE {name} gauge", f"{name} {value}"]
     return "\n".join(lines)
-

@@ -110,8 +110,13 @@ class RunSession(requests.Session):
     ``on_headers`` learns header values (they are secrets: redacted wherever we write).
     """
 
-    def __init__(self, settings: HttpSettings, checkpoint: Callable[[], None],
-                 remaining: Callable[[], float], on_headers: Callable[[list[str]], None]):
+    def __init__(
+        self,
+        settings: HttpSettings,
+        checkpoint: Callable[[], None],
+        remaining: Callable[[], float],
+        on_headers: Callable[[list[str]], None],
+    ):
         super().__init__()
         self.settings = settings
         self.registry = ConnectionRegistry()

@@ -49,7 +49,7 @@ class Tail:
             del self.data[: len(self.data) - self.limit]
 
     def text(self) -> str:
-        return bytes(self.data[-self.limit:]).decode("utf-8", "replace")
+        return bytes(self.data[-self.limit :]).decode("utf-8", "replace")
 
 
 def kill_group(pgid: int, sig: int) -> None:
@@ -66,8 +66,13 @@ def run_command(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
         env = {**os.environ, **job.env}
         try:
             proc = subprocess.Popen(
-                job.command, shell=job.shell, cwd=job.cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                job.command,
+                shell=job.shell,
+                cwd=job.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: one killpg reaches them all
             )
         except OSError as e:
@@ -126,8 +131,7 @@ def run_checks(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
 
 
 def _check(check: Check, job: JobSpec, ctx: RunContext) -> None:
-    kwargs: dict[str, Any] = {"headers": dict(check.headers) or None, "stream": True,
-                              "allow_redirects": True}
+    kwargs: dict[str, Any] = {"headers": dict(check.headers) or None, "stream": True, "allow_redirects": True}
     if check.body is not None:
         kwargs["data"] = check.body.encode()
     if check.json is not None:
@@ -189,4 +193,3 @@ KINDS = {"python": run_python, "command": run_command, "checks": run_checks}
 
 def execute(job: JobSpec, ctx: RunContext, live: LiveRun) -> Any:
     return KINDS[job.kind](job, ctx, live)
-

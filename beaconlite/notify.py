@@ -35,8 +35,7 @@ def wanted(spec: NotifySpec, job: str, event: str) -> bool:
 def events_for(job: str, run_id: int, status: str) -> list[str]:
     """The run's status, plus "recovered" for a first success after an error or timeout."""
     events = [status]
-    if status in ("success", "warning") and store.previous_outcome(job, run_id) in (
-            "error", "timeout"):
+    if status in ("success", "warning") and store.previous_outcome(job, run_id) in ("error", "timeout"):
         events.append("recovered")
     return events
 
@@ -61,15 +60,20 @@ class Notifier:
                     try:
                         self._queue_for(spec).put_nowait((run_id, event))
                     except queue.Full:
-                        log.error("notification queue full: dropped %s of run %d", event, run_id,
-                                  extra={"event": "notify.dropped", "job": job, "run_id": run_id})
+                        log.error(
+                            "notification queue full: dropped %s of run %d",
+                            event,
+                            run_id,
+                            extra={"event": "notify.dropped", "job": job, "run_id": run_id},
+                        )
 
     def _queue_for(self, spec: NotifySpec) -> queue.Queue:
         with self._lock:
             if spec not in self._queues:
                 self._queues[spec] = queue.Queue(QUEUE_LIMIT)
-                threading.Thread(target=self._work, args=(spec, self._queues[spec]),
-                                 name="notify", daemon=True).start()
+                threading.Thread(
+                    target=self._work, args=(spec, self._queues[spec]), name="notify", daemon=True
+                ).start()
             return self._queues[spec]
 
     def _work(self, spec: NotifySpec, jobs: queue.Queue) -> None:
@@ -93,16 +97,31 @@ class Notifier:
         for attempt in range(1, ATTEMPTS + 1):
             error = self._send(spec, body)
             if error is None:
-                log.info("notified %s of run %d (%s)", redact(target), run_id, event,
-                         extra={"event": "notify.sent", "job": payload["job"], "run_id": run_id,
-                                "status": payload["status"]})
+                log.info(
+                    "notified %s of run %d (%s)",
+                    redact(target),
+                    run_id,
+                    event,
+                    extra={
+                        "event": "notify.sent",
+                        "job": payload["job"],
+                        "run_id": run_id,
+                        "status": payload["status"],
+                    },
+                )
                 return
             if attempt < ATTEMPTS:
                 time.sleep(delay)
                 delay *= 2
-        log.warning("could not notify %s of run %d (%s) after %d attempts: %s",
-                    redact(target), run_id, event, ATTEMPTS, redact(error),
-                    extra={"event": "notify.failed", "job": payload["job"], "run_id": run_id})
+        log.warning(
+            "could not notify %s of run %d (%s) after %d attempts: %s",
+            redact(target),
+            run_id,
+            event,
+            ATTEMPTS,
+            redact(error),
+            extra={"event": "notify.failed", "job": payload["job"], "run_id": run_id},
+        )
 
     @staticmethod
     def _send(spec: NotifySpec, body: bytes) -> str | None:
@@ -111,14 +130,16 @@ class Notifier:
             import requests
 
             try:
-                resp = requests.post(spec.url, data=body, timeout=HTTP_TIMEOUT,
-                                     headers={"Content-Type": "application/json"})
+                resp = requests.post(
+                    spec.url, data=body, timeout=HTTP_TIMEOUT, headers={"Content-Type": "application/json"}
+                )
             except requests.RequestException as e:
                 return f"{type(e).__name__}: {e}"
             return None if resp.ok else f"HTTP {resp.status_code}"
         try:
-            done = subprocess.run(list(spec.command), input=body, capture_output=True,
-                                  timeout=COMMAND_TIMEOUT)
+            done = subprocess.run(
+                list(spec.command), input=body, capture_output=True, timeout=COMMAND_TIMEOUT
+            )
         except (OSError, subprocess.TimeoutExpired) as e:
             return str(e)
         return None if done.returncode == 0 else f"exit code {done.returncode}"

@@ -46,8 +46,11 @@ def run_json(run, steps_total: int, steps_ok: int) -> dict:
 
 
 def step_json(step) -> dict:
-    duration = (step.finished_at - step.started_at
-                if step.finished_at is not None and step.started_at is not None else None)
+    duration = (
+        step.finished_at - step.started_at
+        if step.finished_at is not None and step.started_at is not None
+        else None
+    )
     return {
         "name": step.name,
         "status": step.status,

@@ -54,8 +54,9 @@ def _death(instance, now: float, host: str, daemon_lock_free: bool) -> str | Non
     return None
 
 
-def find_orphans(now: float, host: str, *, daemon_lock_free: bool,
-                 own_instance: int | None = None, older_than: float = 0.0) -> list[Orphan]:
+def find_orphans(
+    now: float, host: str, *, daemon_lock_free: bool, own_instance: int | None = None, older_than: float = 0.0
+) -> list[Orphan]:
     """Running rows whose instance is dead. The caller's own instance is never judged here.
 
     ``daemon_lock_free``: no daemon holds the lock (the daemon itself passes True: holding
@@ -77,14 +78,18 @@ def reap(orphans: list[Orphan], now: float, batch_size: int = 500) -> list[Orpha
     """Flip orphans to timeout by compare-and-set, one short transaction per batch."""
     reaped = []
     for i in range(0, len(orphans), batch_size):
-        batch = orphans[i:i + batch_size]
+        batch = orphans[i : i + batch_size]
         won = store.finish_abandoned_many([(o.id, o.reason) for o in batch], "timeout", now)
         for orphan in batch:
             if orphan.id in won:
                 reaped.append(orphan)
-                log.warning("run %d (%s) %s -> timeout", orphan.id, orphan.job, orphan.reason,
-                            extra={"event": "reap", "job": orphan.job, "run_id": orphan.id,
-                                   "status": "timeout"})
+                log.warning(
+                    "run %d (%s) %s -> timeout",
+                    orphan.id,
+                    orphan.job,
+                    orphan.reason,
+                    extra={"event": "reap", "job": orphan.job, "run_id": orphan.id, "status": "timeout"},
+                )
             else:
                 log.info("run %d (%s) ended before it could be reaped", orphan.id, orphan.job)
     return reaped

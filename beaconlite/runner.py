@@ -42,8 +42,10 @@ def verdict(findings: Findings, min_success_rate: float) -> tuple[str, str | Non
     if rate < min_success_rate:
         return "error", f"{len(failed)} of {len(steps)} steps failed{first}"
     if failed:
-        return "warning", (f"{len(failed)} of {len(steps)} steps failed (success rate "
-                           f"{rate:.2f} >= {min_success_rate:g}){first}")
+        return "warning", (
+            f"{len(failed)} of {len(steps)} steps failed (success rate "
+            f"{rate:.2f} >= {min_success_rate:g}){first}"
+        )
     if findings.warnings or any(s.status == "warning" for s in steps):
         return "warning", None
     return "success", None
@@ -52,8 +54,16 @@ def verdict(findings: Findings, min_success_rate: float) -> tuple[str, str | Non
 class LiveRun:
     """A run in this process: its abort state, its thread, its HTTP and its process."""
 
-    def __init__(self, runner: Runner, run_id: int, job: JobSpec, trigger: str,
-                 scheduled_at: float, attempt: int, started_at: float):
+    def __init__(
+        self,
+        runner: Runner,
+        run_id: int,
+        job: JobSpec,
+        trigger: str,
+        scheduled_at: float,
+        attempt: int,
+        started_at: float,
+    ):
         self.runner = runner
         self.run_id = run_id
         self.job = job
@@ -87,9 +97,12 @@ class LiveRun:
             if self._session is None:
                 from beaconlite.http import RunSession
 
-                self._session = RunSession(self.job.http, self.checkpoint,
-                                           lambda: self.deadline_elapsed - clock.elapsed(),
-                                           self.redactor.add)
+                self._session = RunSession(
+                    self.job.http,
+                    self.checkpoint,
+                    lambda: self.deadline_elapsed - clock.elapsed(),
+                    self.redactor.add,
+                )
                 if self.aborted is not None:
                     self._session.break_off()
             return self._session
@@ -138,8 +151,13 @@ class LiveRun:
                 return False
             self.aborted = kind(reason)
             session, process = self._session, self._process
-        log.info("run %d (%s) aborted: %s", self.run_id, self.job.name, reason,
-                 extra={"event": "run.abort", "job": self.job.name, "run_id": self.run_id})
+        log.info(
+            "run %d (%s) aborted: %s",
+            self.run_id,
+            self.job.name,
+            reason,
+            extra={"event": "run.abort", "job": self.job.name, "run_id": self.run_id},
+        )
         if session is not None:
             session.break_off()
         grace = self.runner.config.daemon.abort_grace
@@ -165,8 +183,9 @@ class LiveRun:
 class Runner:
     """Starts runs and keeps the live ones; the daemon and `beaconlite run` both use it."""
 
-    def __init__(self, config: Config, instance_id: int | None,
-                 on_end: Callable[[LiveRun, str], None] | None = None):
+    def __init__(
+        self, config: Config, instance_id: int | None, on_end: Callable[[LiveRun, str], None] | None = None
+    ):
         self.config = config
         self.instance_id = instance_id
         self.import_paths = import_paths(config)
@@ -179,15 +198,22 @@ class Runner:
     def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> LiveRun:
         """Record the run (SlotTaken if its slot already ran), then start its thread."""
         now = clock.wall()
-        run_id = store.start_run(job.name, trigger, scheduled_at, attempt, now + job.timeout,
-                                 self.instance_id, now)
+        run_id = store.start_run(
+            job.name, trigger, scheduled_at, attempt, now + job.timeout, self.instance_id, now
+        )
         live = LiveRun(self, run_id, job, trigger, scheduled_at, attempt, now)
-        live.thread = threading.Thread(target=self._run, args=(live,), daemon=True,
-                                       name=f"run-{run_id}-{job.name}")
+        live.thread = threading.Thread(
+            target=self._run, args=(live,), daemon=True, name=f"run-{run_id}-{job.name}"
+        )
         with self._lock:
             self._live[run_id] = live
-        log.info("run %d (%s) started (%s)", run_id, job.name, trigger,
-                 extra={"event": "run.start", "job": job.name, "run_id": run_id})
+        log.info(
+            "run %d (%s) started (%s)",
+            run_id,
+            job.name,
+            trigger,
+            extra={"event": "run.start", "job": job.name, "run_id": run_id},
+        )
         live.thread.start()
         return live
 
@@ -219,8 +245,12 @@ class Runner:
             pass
         # The deadline Timer is started here, not by the firing thread: one thread start
         # less on the scheduler's path. Its delay counts from the recorded start.
-        live._later(live.deadline_elapsed - clock.elapsed(), live.abort, RunTimeout,
-                    f"deadline of {format_duration(live.job.timeout)} passed")
+        live._later(
+            live.deadline_elapsed - clock.elapsed(),
+            live.abort,
+            RunTimeout,
+            f"deadline of {format_duration(live.job.timeout)} passed",
+        )
         ctx = RunContext(live)
         summary: Any = None
         failure: BaseException | None = None
@@ -236,14 +266,15 @@ class Runner:
             status, error = live.aborted.status, live.aborted.reason
         elif failure is not None:
             status = "error"
-            error = str(failure) if isinstance(failure, StepFailed) else (
-                f"{type(failure).__name__}: {failure}")
+            error = (
+                str(failure) if isinstance(failure, StepFailed) else (f"{type(failure).__name__}: {failure}")
+            )
         else:
             status, error = verdict(ctx.findings, live.job.min_success_rate)
         live.cancel_timers()
         output = live.output
         if live.job.kind != "command" and ctx.findings.tracebacks:
-            output = "\n".join(ctx.findings.tracebacks)[-kinds.OUTPUT_TAIL:]
+            output = "\n".join(ctx.findings.tracebacks)[-kinds.OUTPUT_TAIL :]
         try:
             self._finish(live, status, error, summary, output)
         finally:
@@ -254,25 +285,45 @@ class Runner:
         suspended = elapsed - (clock.monotonic() - live.started_monotonic)
         try:
             won = store.finish_run(
-                live.run_id, status, clock.wall(),
+                live.run_id,
+                status,
+                clock.wall(),
                 error=live.redact(one_line(error)) if error else None,
-                summary=summary if isinstance(summary, (dict, list)) or summary is None
+                summary=summary
+                if isinstance(summary, (dict, list)) or summary is None
                 else {"result": summary},
-                output=live.redact(output), duration_s=round(elapsed, 6),
-                suspended_s=round(suspended, 3) if suspended > 0.5 else None)
+                output=live.redact(output),
+                duration_s=round(elapsed, 6),
+                suspended_s=round(suspended, 3) if suspended > 0.5 else None,
+            )
         except Exception:
             log.exception("run %d (%s): cannot record its end", live.run_id, live.job.name)
             won = False
         if won:
-            log.info("run %d (%s) %s in %.3fs%s", live.run_id, live.job.name, status, elapsed,
-                     f": {live.redact(one_line(error, 200))}" if error else "",
-                     extra={"event": "run.finish", "job": live.job.name, "run_id": live.run_id,
-                            "status": status, "duration_s": round(elapsed, 3)})
+            log.info(
+                "run %d (%s) %s in %.3fs%s",
+                live.run_id,
+                live.job.name,
+                status,
+                elapsed,
+                f": {live.redact(one_line(error, 200))}" if error else "",
+                extra={
+                    "event": "run.finish",
+                    "job": live.job.name,
+                    "run_id": live.run_id,
+                    "status": status,
+                    "duration_s": round(elapsed, 3),
+                },
+            )
         else:
             status = store.run_status(live.run_id) or status
-            log.info("run %d (%s) ended after it was recorded as %s; keeping that",
-                     live.run_id, live.job.name, status,
-                     extra={"event": "run.late", "job": live.job.name, "run_id": live.run_id})
+            log.info(
+                "run %d (%s) ended after it was recorded as %s; keeping that",
+                live.run_id,
+                live.job.name,
+                status,
+                extra={"event": "run.late", "job": live.job.name, "run_id": live.run_id},
+            )
         self._ended(live, status)
 
     def give_up(self, live: LiveRun) -> None:
@@ -292,14 +343,31 @@ class Runner:
         frames = traceback.extract_stack(frame)[-6:] if frame else []  # innermost first
         stack = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
         won = store.finish_abandoned(
-            live.run_id, aborted.status,
-            live.redact(one_line(f"{aborted.reason}; did not end within abort_grace "
-                                 f"({format_duration(grace)}) and was abandoned")), clock.wall())
-        log.error("run %d (%s) did not end %s after its abort (%s); recorded as %s, thread "
-                  "leaked; stuck at: %s", live.run_id, live.job.name, format_duration(grace),
-                  aborted.reason, aborted.status, stack,
-                  extra={"event": "run.leaked", "job": live.job.name, "run_id": live.run_id,
-                         "status": aborted.status})
+            live.run_id,
+            aborted.status,
+            live.redact(
+                one_line(
+                    f"{aborted.reason}; did not end within abort_grace "
+                    f"({format_duration(grace)}) and was abandoned"
+                )
+            ),
+            clock.wall(),
+        )
+        log.error(
+            "run %d (%s) did not end %s after its abort (%s); recorded as %s, thread leaked; stuck at: %s",
+            live.run_id,
+            live.job.name,
+            format_duration(grace),
+            aborted.reason,
+            aborted.status,
+            stack,
+            extra={
+                "event": "run.leaked",
+                "job": live.job.name,
+                "run_id": live.run_id,
+                "status": aborted.status,
+            },
+        )
         with self._lock:
             self._leaked.append(live)
         if self.instance_id is not None:

@@ -184,8 +184,9 @@ def probe(schedule: Schedule) -> None:
         raise ScheduleError("the schedule never fires")
 
 
-def due_slots(schedule: Schedule, tz: tzinfo, after: float, until: float,
-              cap: int = 100_000) -> tuple[list[float], bool]:
+def due_slots(
+    schedule: Schedule, tz: tzinfo, after: float, until: float, cap: int = 100_000
+) -> tuple[list[float], bool]:
     """Slots in (after, until] as epoch seconds; at most ``cap``, and whether there were more."""
     slots: list[float] = []
     t: datetime | None = datetime.fromtimestamp(after, timezone.utc)

@@ -81,8 +81,7 @@ class Scheduler:
             gate,
             timezone=timezone.utc,
             executors={"default": FireExecutor(on_fire)},
-            job_defaults={"misfire_grace_time": None, "coalesce": False,
-                          "max_instances": sys.maxsize},
+            job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": sys.maxsize},
         )
         self._specs: dict[str, tuple[str, bool]] = {}
 
@@ -114,6 +113,7 @@ class Scheduler:
                 self._specs[name] = wanted[name]
 
     def next_fire_times(self) -> dict[str, float | None]:
-        return {job.id: job.next_run_time.timestamp() if job.next_run_time else None
-                for job in self._aps.get_jobs()}
-
+        return {
+            job.id: job.next_run_time.timestamp() if job.next_run_time else None
+            for job in self._aps.get_jobs()
+        }

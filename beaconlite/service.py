@@ -146,7 +146,7 @@ def pin_database(config: Config, database: Path) -> None:
     line = f'database = "{database}"  # written by `beaconlite service install`\n'
     header = re.search(r"(?m)^\[daemon\][ \t]*\n", text)
     if header:  # the first key of the existing [daemon] table
-        text = text[: header.end()] + line + text[header.end():]
+        text = text[: header.end()] + line + text[header.end() :]
     else:
         text = "[daemon]\n" + line + "\n" + text
     config.path.write_text(text)

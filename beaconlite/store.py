@@ -172,8 +172,7 @@ def file_mode(group_access: bool) -> int:
 def _connect(path: Path | str, uri: str | None = None) -> None:
     if not db.is_closed():
         db.close()
-    db.init(uri or str(path), pragmas=PRAGMAS, uri=bool(uri), check_same_thread=False,
-            timeout=10)
+    db.init(uri or str(path), pragmas=PRAGMAS, uri=bool(uri), check_same_thread=False, timeout=10)
     try:
         db.connect(reuse_if_open=True)
     except (OperationalError, DatabaseError, sqlite3.Error) as e:
@@ -210,10 +209,13 @@ def open_writer(path: Path, group_access: bool = False) -> None:
     version = _schema_version(path)
     try:
         db.execute_sql("PRAGMA journal_mode=wal")
-        for step in range(version, SCHEMA_VERSION):
+        if version < SCHEMA_VERSION:
+            # All steps in one transaction: a reader sees the old schema or the new one,
+            # never a half-migrated database.
             with _write():
-                MIGRATIONS[step]()
-                db.execute_sql(f"PRAGMA user_version = {step + 1}")
+                for step in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[step]()
+                db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except (OperationalError, DatabaseError) as e:
         raise StoreError(f"{path}: cannot prepare database: {e}") from None
 
@@ -263,11 +265,17 @@ def close() -> None:
 # -- instances ----------------------------------------------------------------------------
 
 
-def register_instance(kind: str, pid: int, host: str, version: str, orphan_after: float,
-                      now: float) -> int:
+def register_instance(kind: str, pid: int, host: str, version: str, orphan_after: float, now: float) -> int:
     with _write():
-        return Instance.insert(kind=kind, pid=pid, host=host, version=version, started_at=now,
-                               heartbeat_at=now, orphan_after=orphan_after).execute()
+        return Instance.insert(
+            kind=kind,
+            pid=pid,
+            host=host,
+            version=version,
+            started_at=now,
+            heartbeat_at=now,
+            orphan_after=orphan_after,
+        ).execute()
 
 
 def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> None:
@@ -276,8 +284,7 @@ def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> None:
     with _write():
         Instance.update(heartbeat_at=now).where(Instance.id == instance_id).execute()
         if run_ids:
-            Run.update(heartbeat_at=now).where(
-                Run.id.in_(run_ids), Run.status == "running").execute()
+            Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == "running").execute()
 
 
 def set_leaked_threads(instance_id: int, count: int) -> None:
@@ -287,8 +294,7 @@ def set_leaked_threads(instance_id: int, count: int) -> None:
 
 def stop_instance(instance_id: int, now: float) -> None:
     with _write():
-        Instance.update(stopped_at=now, heartbeat_at=now).where(
-            Instance.id == instance_id).execute()
+        Instance.update(stopped_at=now, heartbeat_at=now).where(Instance.id == instance_id).execute()
 
 
 def instances(ids) -> dict[int, Instance]:
@@ -297,33 +303,54 @@ def instances(ids) -> dict[int, Instance]:
 
 
 def latest_daemon() -> Instance | None:
-    return (Instance.select().where(Instance.kind == "daemon")
-            .order_by(Instance.id.desc()).first())
+    return Instance.select().where(Instance.kind == "daemon").order_by(Instance.id.desc()).first()
 
 
 # -- runs and steps -----------------------------------------------------------------------
 
 
-def start_run(job: str, trigger: str, scheduled_at: float, attempt: int, deadline_at: float,
-              instance_id: int | None, now: float) -> int:
+def start_run(
+    job: str,
+    trigger: str,
+    scheduled_at: float,
+    attempt: int,
+    deadline_at: float,
+    instance_id: int | None,
+    now: float,
+) -> int:
     """Insert the run row (status running) before any work; SlotTaken if the slot ran."""
     try:
         with _write():
-            return Run.insert(job=job, status="running", trigger=trigger, attempt=attempt,
-                              scheduled_at=scheduled_at, started_at=now, deadline_at=deadline_at,
-                              heartbeat_at=now, instance_id=instance_id).execute()
+            return Run.insert(
+                job=job,
+                status="running",
+                trigger=trigger,
+                attempt=attempt,
+                scheduled_at=scheduled_at,
+                started_at=now,
+                deadline_at=deadline_at,
+                heartbeat_at=now,
+                instance_id=instance_id,
+            ).execute()
     except IntegrityError:
         raise SlotTaken(f"{job} slot {scheduled_at} attempt {attempt} already has a run") from None
 
 
-def record_skipped(job: str, scheduled_at: float, reason: str, now: float,
-                   trigger: str = "schedule", attempt: int = 1) -> int | None:
+def record_skipped(
+    job: str, scheduled_at: float, reason: str, now: float, trigger: str = "schedule", attempt: int = 1
+) -> int | None:
     """A fire that never started; None when its slot is already recorded."""
     try:
         with _write():
-            return Run.insert(job=job, status="skipped", trigger=trigger, attempt=attempt,
-                              scheduled_at=scheduled_at, finished_at=now,
-                              error=reason).execute()
+            return Run.insert(
+                job=job,
+                status="skipped",
+                trigger=trigger,
+                attempt=attempt,
+                scheduled_at=scheduled_at,
+                finished_at=now,
+                error=reason,
+            ).execute()
     except IntegrityError:
         return None
 
@@ -335,8 +362,12 @@ def start_step(run_id: int, name: str, now: float) -> int:
 
 def finish_step(step_id: int, status: str, error: str | None, now: float) -> bool:
     with _write():
-        return Step.update(status=status, error=error, finished_at=now).where(
-            Step.id == step_id, Step.status == "running").execute() == 1
+        return (
+            Step.update(status=status, error=error, finished_at=now)
+            .where(Step.id == step_id, Step.status == "running")
+            .execute()
+            == 1
+        )
 
 
 def add_skipped_steps(run_id: int, names: Iterable[str], now: float) -> None:
@@ -346,9 +377,17 @@ def add_skipped_steps(run_id: int, names: Iterable[str], now: float) -> None:
             Step.insert_many(rows).execute()
 
 
-def finish_run(run_id: int, status: str, now: float, *, error: str | None = None,
-               summary=None, output: str | None = None, duration_s: float | None = None,
-               suspended_s: float | None = None) -> bool:
+def finish_run(
+    run_id: int,
+    status: str,
+    now: float,
+    *,
+    error: str | None = None,
+    summary=None,
+    output: str | None = None,
+    duration_s: float | None = None,
+    suspended_s: float | None = None,
+) -> bool:
     """Compare-and-set a live run to its terminal status; False when someone else did first.
 
     Steps still running end with it: the step in flight takes the run's status.
@@ -365,7 +404,8 @@ def finish_run(run_id: int, status: str, now: float, *, error: str | None = None
         if won:
             in_flight = status if status in ("error", "timeout", "cancelled") else "skipped"
             Step.update(status=in_flight, finished_at=now).where(
-                Step.run_id == run_id, Step.status == "running").execute()
+                Step.run_id == run_id, Step.status == "running"
+            ).execute()
     return won == 1
 
 
@@ -384,12 +424,13 @@ def finish_abandoned_many(rows: list[tuple[int, str]], status: str, now: float) 
             if run_id in won:
                 by_reason.setdefault(reason, []).append(run_id)
         for reason, group in by_reason.items():
-            Run.update(status=status, finished_at=now, error=reason,
-                       duration_s=now - Run.started_at).where(
-                Run.id.in_(group), Run.status == "running").execute()
+            Run.update(status=status, finished_at=now, error=reason, duration_s=now - Run.started_at).where(
+                Run.id.in_(group), Run.status == "running"
+            ).execute()
         if won:
             Step.update(status=status, finished_at=now).where(
-                Step.run_id.in_(list(won)), Step.status == "running").execute()
+                Step.run_id.in_(list(won)), Step.status == "running"
+            ).execute()
     return won
 
 
@@ -407,14 +448,21 @@ def run_status(run_id: int) -> str | None:
 
 def last_started_slot(job: str) -> float | None:
     """The latest slot of a job that started (a slot starts at most once)."""
-    return (Run.select(fn.MAX(Run.scheduled_at))
-            .where(Run.job == job, Run.status != "skipped", Run.trigger != "manual").scalar())
+    return (
+        Run.select(fn.MAX(Run.scheduled_at))
+        .where(Run.job == job, Run.status != "skipped", Run.trigger != "manual")
+        .scalar()
+    )
 
 
 def last_start(job: str) -> float | None:
     """When the job last started a run (skipped rows have no start)."""
-    row = (Run.select(Run.started_at).where(Run.job == job, Run.started_at.is_null(False))
-           .order_by(Run.id.desc()).first())
+    row = (
+        Run.select(Run.started_at)
+        .where(Run.job == job, Run.started_at.is_null(False))
+        .order_by(Run.id.desc())
+        .first()
+    )
     return row.started_at if row else None
 
 
@@ -422,8 +470,11 @@ def previous_outcome(job: str, before_id: int) -> str | None:
     """The status of the job's last success, warning, error or timeout before this run."""
     latest = None
     for status in ("success", "warning", "error", "timeout"):
-        found = (Run.select(fn.MAX(Run.id))
-                 .where(Run.job == job, Run.status == status, Run.id < before_id).scalar())
+        found = (
+            Run.select(fn.MAX(Run.id))
+            .where(Run.job == job, Run.status == status, Run.id < before_id)
+            .scalar()
+        )
         if found and (latest is None or found > latest[0]):
             latest = (found, status)
     return latest[1] if latest else None
@@ -432,20 +483,33 @@ def previous_outcome(job: str, before_id: int) -> str | None:
 def counts_since(since: float) -> dict[str, int]:
     """Runs started, and errors, timeouts and reaped orphans finished, since ``since``."""
     runs = Run.select().where(Run.started_at >= since).count()
-    by_status = dict(Run.select(Run.status, fn.COUNT(Run.id))
-                     .where(Run.finished_at >= since, Run.status.in_(("error", "timeout")))
-                     .group_by(Run.status).tuples())
-    orphans = Run.select().where(Run.finished_at >= since, Run.status == "timeout",
-                                 Run.error.startswith("orphaned:")).count()
-    return {"runs": runs, "error": by_status.get("error", 0),
-            "timeout": by_status.get("timeout", 0), "orphans": orphans}
+    by_status = dict(
+        Run.select(Run.status, fn.COUNT(Run.id))
+        .where(Run.finished_at >= since, Run.status.in_(("error", "timeout")))
+        .group_by(Run.status)
+        .tuples()
+    )
+    orphans = (
+        Run.select()
+        .where(Run.finished_at >= since, Run.status == "timeout", Run.error.startswith("orphaned:"))
+        .count()
+    )
+    return {
+        "runs": runs,
+        "error": by_status.get("error", 0),
+        "timeout": by_status.get("timeout", 0),
+        "orphans": orphans,
+    }
 
 
 def ledger_mark(job: str) -> float | None:
     """Up to when a job's slots have been dealt with: the latest slot it started, or the
     latest time a skip of it was recorded (a skip row settles every slot due before it)."""
-    skipped = (Run.select(fn.MAX(Run.finished_at)).where(
-        Run.job == job, Run.status == "skipped", Run.trigger != "manual").scalar())
+    skipped = (
+        Run.select(fn.MAX(Run.finished_at))
+        .where(Run.job == job, Run.status == "skipped", Run.trigger != "manual")
+        .scalar()
+    )
     marks = [m for m in (last_started_slot(job), skipped) if m is not None]
     return max(marks) if marks else None
 
@@ -470,8 +534,7 @@ def take_requests(now: float) -> list[Request]:
 def answer_request(request_id: int, result_run_id: int | None = None, error: str = "") -> None:
     """Answer a taken request; an empty error means done."""
     with _write():
-        Request.update(result_run_id=result_run_id, error=error).where(
-            Request.id == request_id).execute()
+        Request.update(result_run_id=result_run_id, error=error).where(Request.id == request_id).execute()
 
 
 def get_request(request_id: int) -> Request | None:
@@ -481,8 +544,7 @@ def get_request(request_id: int) -> Request | None:
 def withdraw_request(request_id: int) -> bool:
     """Take back a request the daemon has not taken; False if it already has."""
     with _write():
-        return Request.delete().where(Request.id == request_id,
-                                      Request.taken_at.is_null()).execute() == 1
+        return Request.delete().where(Request.id == request_id, Request.taken_at.is_null()).execute() == 1
 
 
 # -- reading for the CLI ------------------------------------------------------------------
@@ -492,13 +554,18 @@ def _step_counts(run_ids: list[int]) -> dict[int, tuple[int, int]]:
     if not run_ids:
         return {}
     ok = fn.SUM(Step.status.in_(OK).cast("INTEGER"))
-    rows = (Step.select(Step.run_id, fn.COUNT(Step.id), ok)
-            .where(Step.run_id.in_(run_ids)).group_by(Step.run_id).tuples())
+    rows = (
+        Step.select(Step.run_id, fn.COUNT(Step.id), ok)
+        .where(Step.run_id.in_(run_ids))
+        .group_by(Step.run_id)
+        .tuples()
+    )
     return {run_id: (total, int(good or 0)) for run_id, total, good in rows}
 
 
-def list_runs(job: str | None = None, status: str | None = None, since: float | None = None,
-              limit: int = 20) -> list[tuple[Run, int, int]]:
+def list_runs(
+    job: str | None = None, status: str | None = None, since: float | None = None, limit: int = 20
+) -> list[tuple[Run, int, int]]:
     """History newest first, each with (steps_total, steps_ok)."""
     query = Run.select()
     if job:
@@ -506,8 +573,9 @@ def list_runs(job: str | None = None, status: str | None = None, since: float | 
     if status:
         query = query.where(Run.status == status)
     if since is not None:
-        query = query.where((Run.started_at >= since)
-                            | (Run.started_at.is_null() & (Run.finished_at >= since)))
+        query = query.where(
+            (Run.started_at >= since) | (Run.started_at.is_null() & (Run.finished_at >= since))
+        )
     runs = list(query.order_by(Run.id.desc()).limit(limit))
     counts = _step_counts([r.id for r in runs])
     return [(r, *counts.get(r.id, (0, 0))) for r in runs]
@@ -522,18 +590,24 @@ def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
 
 def job_overview(names: Iterable[str]) -> dict[str, dict]:
     """Per job: last status (skips ignored), when it finished, live runs, last skip reason."""
-    live = dict(Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == "running")
-                .group_by(Run.job).tuples())
+    live = dict(
+        Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == "running").group_by(Run.job).tuples()
+    )
     out = {}
     for name in names:
         # One indexed MAX per status: (job, status, id) makes each a single seek, so this
         # stays flat however long a job's history is.
-        last_ids = [Run.select(fn.MAX(Run.id)).where(Run.job == name, Run.status == s).scalar()
-                    for s in FINISHED]
+        last_ids = [
+            Run.select(fn.MAX(Run.id)).where(Run.job == name, Run.status == s).scalar() for s in FINISHED
+        ]
         last_id = max((i for i in last_ids if i), default=None)
         last = Run.get_by_id(last_id) if last_id else None
-        skip = (Run.select(Run.error).where(Run.job == name, Run.status == "skipped")
-                .order_by(Run.id.desc()).first())
+        skip = (
+            Run.select(Run.error)
+            .where(Run.job == name, Run.status == "skipped")
+            .order_by(Run.id.desc())
+            .first()
+        )
         out[name] = {
             "last_status": last.status if last else None,
             "last_finished_at": last.finished_at if last else None,
@@ -573,7 +647,6 @@ def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
         # Leave the lock free as long as we held it: a writer in another process polls
         # (SQLite's busy handler sleeps and retries) and back-to-back batches starve it.
         time.sleep(min(0.05, time.monotonic() - started))
-
 
 
 def daemon_state(now: float, lock_free: bool = False) -> tuple[Instance | None, str]:

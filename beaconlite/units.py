@@ -8,8 +8,17 @@ MAX_DURATION = 365 * 86400.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_duration(value) -> float:
@@ -32,7 +41,7 @@ def parse_duration(value) -> float:
             if pos != len(text) or not text:
                 raise ValueError(f'bad duration {value!r} (e.g. "250ms", "30s", "15m", "1h30m", "1d")')
     else:
-        raise ValueError(f"bad duration {value!r}: a string like \"30s\" or a number of seconds")
+        raise ValueError(f'bad duration {value!r}: a string like "30s" or a number of seconds')
     if seconds != seconds or seconds < 0:
         raise ValueError(f"bad duration {value!r}: must be >= 0")
     if seconds > MAX_DURATION:

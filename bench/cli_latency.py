@@ -39,23 +39,43 @@ def build(path: Path, runs: int, jobs: int = 20) -> None:
         status = rng.choice(STATUSES)
         t = start + i * 5.0
         started = None if status == "skipped" else t + 0.01
-        batch.append((job, status, "schedule", 1, t, started, t + 1.0, t + 60,
-                      None if started is None else 0.99, None if status == "success" else "x"))
+        batch.append(
+            (
+                job,
+                status,
+                "schedule",
+                1,
+                t,
+                started,
+                t + 1.0,
+                t + 60,
+                None if started is None else 0.99,
+                None if status == "success" else "x",
+            )
+        )
         if len(batch) == 50_000:
             conn.executemany(
                 "INSERT INTO run (job, status, trigger, attempt, scheduled_at, started_at, "
-                "finished_at, deadline_at, duration_s, error) VALUES (?,?,?,?,?,?,?,?,?,?)", batch)
+                "finished_at, deadline_at, duration_s, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                batch,
+            )
             batch = []
     if batch:
         conn.executemany(
             "INSERT INTO run (job, status, trigger, attempt, scheduled_at, started_at, "
-            "finished_at, deadline_at, duration_s, error) VALUES (?,?,?,?,?,?,?,?,?,?)", batch)
-    conn.execute("INSERT INTO step (run_id, name, status, started_at, finished_at) "
-                  "SELECT id, 'step-' || n.n, 'success', started_at, finished_at FROM run, "
-                  "(SELECT 1 AS n UNION SELECT 2 UNION SELECT 3) n WHERE id > ?",
-                  (runs - 10_000,))
-    conn.executemany("INSERT INTO job (name, schedule, enabled, next_run_at) VALUES (?,?,?,?)",
-                     [(f"job-{j:02d}", "every 1m", 1, time.time() + 60) for j in range(jobs)])
+            "finished_at, deadline_at, duration_s, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            batch,
+        )
+    conn.execute(
+        "INSERT INTO step (run_id, name, status, started_at, finished_at) "
+        "SELECT id, 'step-' || n.n, 'success', started_at, finished_at FROM run, "
+        "(SELECT 1 AS n UNION SELECT 2 UNION SELECT 3) n WHERE id > ?",
+        (runs - 10_000,),
+    )
+    conn.executemany(
+        "INSERT INTO job (name, schedule, enabled, next_run_at) VALUES (?,?,?,?)",
+        [(f"job-{j:02d}", "every 1m", 1, time.time() + 60) for j in range(jobs)],
+    )
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()

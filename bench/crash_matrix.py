@@ -38,10 +38,14 @@ def main() -> None:
         finally:
             matrix.stop()
     recoveries = [r.recovery_s for r in results]
-    print(f"trials: {len(results)}; finished runs checked (summed over trials): "
-          f"{sum(r.runs_checked for r in results):,}; all unchanged, integrity_check ok")
-    print(f"recovery (restart -> no orphan left): median {statistics.median(recoveries):.3f} s, "
-          f"worst {max(recoveries):.3f} s (includes interpreter start)")
+    print(
+        f"trials: {len(results)}; finished runs checked (summed over trials): "
+        f"{sum(r.runs_checked for r in results):,}; all unchanged, integrity_check ok"
+    )
+    print(
+        f"recovery (restart -> no orphan left): median {statistics.median(recoveries):.3f} s, "
+        f"worst {max(recoveries):.3f} s (includes interpreter start)"
+    )
 
 
 if __name__ == "__main__":

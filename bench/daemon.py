@@ -59,10 +59,11 @@ def cpu_seconds(pid: int) -> float:
     if Path(f"/proc/{pid}/stat").exists():
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    out = subprocess.run(["ps", "-o", "cputime=", "-p", str(pid)], capture_output=True,
-                         text=True).stdout.strip()
+    out = subprocess.run(
+        ["ps", "-o", "cputime=", "-p", str(pid)], capture_output=True, text=True
+    ).stdout.strip()
     parts = [float(p) for p in out.replace("-", ":").split(":")]
-    return sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+    return sum(v * 60**i for i, v in enumerate(reversed(parts)))
 
 
 def rss_mib(pid: int) -> float:
@@ -92,8 +93,9 @@ def config(tmp: Path, jobs: int, schedule: str) -> Path:
 
 
 def start_daemon(path: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "beaconlite", "-c", str(path), "daemon"],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beaconlite", "-c", str(path), "daemon"], stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 15
     while not store.open_reader(path.parent / "b.db") or not store.latest_daemon():
         assert time.monotonic() < deadline and proc.poll() is None, "daemon did not start"
@@ -115,8 +117,7 @@ def noop_bookkeeping(tmp: Path, runs: int = 200) -> float:
 
     cfg = load_config(config(tmp, 1, "@hourly"))
     store.open_writer(tmp / "noop.db")
-    runner = Runner(cfg, store.register_instance("daemon", os.getpid(), "bench", "b", 60,
-                                                 clock.wall()))
+    runner = Runner(cfg, store.register_instance("daemon", os.getpid(), "bench", "b", 60, clock.wall()))
     durations = []
     for i in range(runs):
         live = runner.start(cfg.jobs[0], "manual", float(i))
@@ -149,16 +150,22 @@ def main() -> None:
         lag = [(r.started_at - r.scheduled_at) * 1000 for r in runs]
         book = [(r.finished_at - r.started_at) * 1000 for r in runs if r.finished_at]
         store.close()
-        bare = subprocess.run([sys.executable, "-c", BARE, "load", "20", str(args.seconds)],
-                              capture_output=True, text=True).stdout.split()
+        bare = subprocess.run(
+            [sys.executable, "-c", BARE, "load", "20", str(args.seconds)], capture_output=True, text=True
+        ).stdout.split()
         print(f"  {'':28} {'beaconlite':>12} {'bare APScheduler':>18}")
         print(f"  {'runs recorded / submitted':28} {len(runs):12d} {bare[1]:>18}")
-        for name, p, col in (("fire lag p50 ms", 0.5, 2), ("fire lag p95 ms", 0.95, 3),
-                             ("fire lag p99 ms", 0.99, 4)):
+        for name, p, col in (
+            ("fire lag p50 ms", 0.5, 2),
+            ("fire lag p95 ms", 0.95, 3),
+            ("fire lag p99 ms", 0.99, 4),
+        ):
             print(f"  {name:28} {pct(lag, p):12.2f} {bare[col]:>18}")
         print(f"  {'noop duration p50 ms (burst)':28} {statistics.median(book):12.2f} {'-':>18}")
-        print(f"noop run bookkeeping, one run at a time (row written -> finish recorded): "
-              f"p50 {noop_bookkeeping(tmp):.2f} ms")
+        print(
+            f"noop run bookkeeping, one run at a time (row written -> finish recorded): "
+            f"p50 {noop_bookkeeping(tmp):.2f} ms"
+        )
 
         print(f"idle: 50 hourly jobs, measured over {args.idle_seconds:.0f} s after 5 s warm-up")
         idle_dir = tmp / "idle"
@@ -166,8 +173,9 @@ def main() -> None:
         proc = start_daemon(config(idle_dir, 50, "@hourly"))
         rss, cpu = idle_figures(proc, 5, args.idle_seconds)
         stop(proc)
-        bare_proc = subprocess.Popen([sys.executable, "-c", BARE, "idle", "50",
-                                      str(args.idle_seconds + 10)], stdout=subprocess.PIPE)
+        bare_proc = subprocess.Popen(
+            [sys.executable, "-c", BARE, "idle", "50", str(args.idle_seconds + 10)], stdout=subprocess.PIPE
+        )
         bare_rss, bare_cpu = idle_figures(bare_proc, 5, args.idle_seconds)
         bare_proc.kill()
         print(f"  {'RSS MiB':28} {rss:12.1f} {bare_rss:18.1f}")

@@ -97,8 +97,10 @@ def main() -> None:
         store.open_writer(cfg.daemon.database)
         instance = store.register_instance("daemon", os.getpid(), "bench", "b", 60, clock.wall())
         runner = Runner(cfg, instance)
-        print(f"deadline {args.timeout}s, abort_grace {ABORT_GRACE}s, read_timeout 300s, "
-              f"{args.trials} runs each")
+        print(
+            f"deadline {args.timeout}s, abort_grace {ABORT_GRACE}s, read_timeout 300s, "
+            f"{args.trials} runs each"
+        )
         print(f"{'case':22} {'median ms late':>15} {'worst ms late':>14}")
         for job in ("hanging", "trickling", "sleeping-command", "non-cooperative"):
             late = lateness(runner, job, args.trials)

@@ -35,11 +35,14 @@ def main() -> None:
         db = tmp / "b.db"
         build(db, args.runs)
         cfg = tmp / "c.toml"
-        cfg.write_text('[daemon]\ndatabase = "b.db"\nlog_level = "warning"\n'
-                       '[[jobs]]\nname = "tick"\nschedule = "every 1s"\n'
-                       'run = "beaconlite.builtin:noop"\n')
-        daemon = subprocess.Popen([sys.executable, "-m", "beaconlite", "-c", str(cfg), "daemon"],
-                                  stderr=subprocess.PIPE, text=True)
+        cfg.write_text(
+            '[daemon]\ndatabase = "b.db"\nlog_level = "warning"\n'
+            '[[jobs]]\nname = "tick"\nschedule = "every 1s"\n'
+            'run = "beaconlite.builtin:noop"\n'
+        )
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "beaconlite", "-c", str(cfg), "daemon"], stderr=subprocess.PIPE, text=True
+        )
         time.sleep(2)
         stop = threading.Event()
         waits, errors, reads = [], [], [0]
@@ -69,8 +72,11 @@ def main() -> None:
         for t in threads:
             t.start()
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "beaconlite", "-c", str(cfg), "prune",
-                              "--older-than", "1d", "--json"], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "beaconlite", "-c", str(cfg), "prune", "--older-than", "1d", "--json"],
+            capture_output=True,
+            text=True,
+        )
         took = time.perf_counter() - t0
         stop.set()
         for t in threads:
@@ -79,10 +85,14 @@ def main() -> None:
         _, daemon_err = daemon.communicate(timeout=30)
         pruned = json.loads(out.stdout)["pruned"] if out.returncode == 0 else 0
         print(f"pruned {pruned:,} runs in {took:.1f} s: {pruned / took:,.0f} runs/s")
-        print(f"longest write-lock wait seen by another writer: {max(waits) * 1000:.1f} ms "
-              f"(p50 {sorted(waits)[len(waits) // 2] * 1000:.2f} ms, {len(waits)} probes)")
-        print(f"reader queries during the prune: {reads[0]:,}; errors: {len(errors)}"
-              + (f" (first: {errors[0]})" if errors else ""))
+        print(
+            f"longest write-lock wait seen by another writer: {max(waits) * 1000:.1f} ms "
+            f"(p50 {sorted(waits)[len(waits) // 2] * 1000:.2f} ms, {len(waits)} probes)"
+        )
+        print(
+            f"reader queries during the prune: {reads[0]:,}; errors: {len(errors)}"
+            + (f" (first: {errors[0]})" if errors else "")
+        )
         locked = daemon_err.count("database is locked")
         print(f"daemon log lines with 'database is locked': {locked}; prune exit {out.returncode}")
 

@@ -63,9 +63,19 @@ def query(db: Path, fn):
         store.close()
 
 
+def daemon_running(pid: int) -> bool:
+    daemon, state = store.daemon_state(time.time())
+    return daemon is not None and state == "running" and daemon.pid == pid
+
+
+def started_since(job: str, since: float) -> list:
+    return [r for r, _, _ in store.list_runs(job=job, limit=5) if r.started_at and r.started_at >= since]
+
+
 def start(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "beaconlite", "-c", str(cfg), "daemon"],
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "beaconlite", "-c", str(cfg), "daemon"], stderr=subprocess.DEVNULL
+    )
 
 
 def restart_to_flipped(tmp: Path, trials: int) -> list[float]:
@@ -74,17 +84,18 @@ def restart_to_flipped(tmp: Path, trials: int) -> list[float]:
     times = []
     for _ in range(trials):
         proc = start(cfg)
-        pid = proc.pid
-        poll(lambda: query(db, lambda: store.latest_daemon() and store.daemon_state(  # noqa: B023
-            time.time())[1] == "running" and store.latest_daemon().pid == pid))  # noqa: B023
-        subprocess.run([sys.executable, "-m", "beaconlite", "-c", str(cfg), "trigger", "long"],
-                       check=True, capture_output=True)
+        poll(lambda pid=proc.pid: query(db, lambda: daemon_running(pid)))
+        subprocess.run(
+            [sys.executable, "-m", "beaconlite", "-c", str(cfg), "trigger", "long"],
+            check=True,
+            capture_output=True,
+        )
         run_id = poll(lambda: query(db, lambda: [r.id for r in store.live_runs()]))[0]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         t0 = time.monotonic()
         proc = start(cfg)
-        poll(lambda: query(db, lambda: store.run_status(run_id) == "timeout"))  # noqa: B023
+        poll(lambda run_id=run_id: query(db, lambda: store.run_status(run_id) == "timeout"))
         times.append(time.monotonic() - t0)
         proc.send_signal(signal.SIGTERM)
         proc.wait()
@@ -103,9 +114,7 @@ def freeze_to_catchup(tmp: Path, trials: int, freeze: float = 8.0) -> list[float
         frozen_until = time.time()
         proc.send_signal(signal.SIGCONT)
         t0 = time.monotonic()
-        poll(lambda: query(db, lambda: [  # noqa: B023
-            r for r, _, _ in store.list_runs(job="tick", limit=5)
-            if r.started_at and r.started_at >= frozen_until]))  # noqa: B023
+        poll(lambda since=frozen_until: query(db, lambda: started_since("tick", since)))
         times.append(time.monotonic() - t0)
         time.sleep(2)
     proc.send_signal(signal.SIGTERM)
@@ -147,17 +156,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         r = restart_to_flipped(tmp, args.trials)
-        print(f"restart -> orphan flipped: median {statistics.median(r):.2f} s, "
-              f"worst {max(r):.2f} s ({args.trials} trials; includes interpreter start)")
+        print(
+            f"restart -> orphan flipped: median {statistics.median(r):.2f} s, "
+            f"worst {max(r):.2f} s ({args.trials} trials; includes interpreter start)"
+        )
         (tmp / "freeze").mkdir()
         f = freeze_to_catchup(tmp / "freeze", max(2, args.trials // 2))
-        print(f"SIGCONT after 8 s freeze -> catch-up run: median {statistics.median(f):.2f} s, "
-              f"worst {max(f):.2f} s")
+        print(
+            f"SIGCONT after 8 s freeze -> catch-up run: median {statistics.median(f):.2f} s, "
+            f"worst {max(f):.2f} s"
+        )
         both, idle = reaper_time(tmp, args.runs)
-        print(f"reaper on {args.runs:,} runs: find + flip 100 orphans {both:.1f} ms; "
-              f"scan with nothing to reap {idle:.2f} ms")
-    print("usual approach (a cleanup job every 10-60 min, 30 min threshold): "
-          "an orphan is flipped 30-90 min after its process died")
+        print(
+            f"reaper on {args.runs:,} runs: find + flip 100 orphans {both:.1f} ms; "
+            f"scan with nothing to reap {idle:.2f} ms"
+        )
+    print(
+        "usual approach (a cleanup job every 10-60 min, 30 min threshold): "
+        "an orphan is flipped 30-90 min after its process died"
+    )
 
 
 if __name__ == "__main__":

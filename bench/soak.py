@@ -30,8 +30,11 @@ KINDS = [
     ("slow", 'command = ["sleep", "3"]\ntimeout = "10s"', "every 5s"),
     ("failing", 'command = ["sh", "-c", "echo oops; exit 1"]', "every 2s"),
     ("hanging", 'run = "jobs:fetch"\ntimeout = "2s"\nparams = {{url = "{url}/hang"}}', "every 5s"),
-    ("leaking", 'run = "jobs:sleep_uncooperatively"\ntimeout = "1s"\nparams = {{seconds = 120}}',
-     "every 30s"),
+    (
+        "leaking",
+        'run = "jobs:sleep_uncooperatively"\ntimeout = "1s"\nparams = {{seconds = 120}}',
+        "every 30s",
+    ),
 ]
 
 
@@ -46,8 +49,9 @@ def proc_status(pid: int) -> tuple[float, int]:
 def leaked(db: Path) -> int:
     conn = sqlite3.connect(db, timeout=10)
     try:
-        row = conn.execute("SELECT leaked_threads FROM instance WHERE kind = 'daemon' "
-                           "ORDER BY id DESC LIMIT 1").fetchone()
+        row = conn.execute(
+            "SELECT leaked_threads FROM instance WHERE kind = 'daemon' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
         return row[0] if row else 0
     finally:
         conn.close()
@@ -64,16 +68,24 @@ def main() -> None:
     peer = start_peer()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        text = ('[daemon]\ndatabase = "b.db"\nlog_level = "warning"\nabort_grace = "1s"\n'
-                'max_concurrent_runs = 200\nheartbeat_interval = "1s"\n')
+        text = (
+            '[daemon]\ndatabase = "b.db"\nlog_level = "warning"\nabort_grace = "1s"\n'
+            'max_concurrent_runs = 200\nheartbeat_interval = "1s"\n'
+        )
         for i in range(args.jobs):
             name, body, schedule = KINDS[i % len(KINDS)]
-            text += (f'[[jobs]]\nname = "{name}-{i:02d}"\nschedule = "{schedule}"\n'
-                     + body.format(url=peer.url) + "\n")
+            text += (
+                f'[[jobs]]\nname = "{name}-{i:02d}"\nschedule = "{schedule}"\n'
+                + body.format(url=peer.url)
+                + "\n"
+            )
         (tmp / "c.toml").write_text(text)
         env = dict(os.environ, PYTHONPATH=str(TESTS))
-        daemon = subprocess.Popen([sys.executable, "-m", "beaconlite", "-c", str(tmp / "c.toml"),
-                                   "daemon"], stderr=subprocess.DEVNULL, env=env)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "beaconlite", "-c", str(tmp / "c.toml"), "daemon"],
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         time.sleep(args.warmup)
         rss0, threads0 = proc_status(daemon.pid)
         leaked0 = leaked(tmp / "b.db")
@@ -86,13 +98,15 @@ def main() -> None:
         by_status = collections.Counter(s for (s,) in conn.execute("SELECT status FROM run"))
         conn.close()
     stop_peer(peer)
-    print(f"{args.jobs} jobs for {args.minutes:g} min (warm-up {args.warmup:.0f} s); "
-          f"daemon exit {code}")
-    print(f"RSS: {rss0:.1f} MiB after warm-up, {rss1:.1f} MiB at the end "
-          f"({(rss1 - rss0) / rss0 * 100:+.1f} %)")
-    print(f"threads: {threads0} after warm-up, {threads1} at the end; leaked run threads "
-          f"alive: {leaked0} -> {leaked1} (threads grew {threads1 - threads0}, "
-          f"leaks grew {leaked1 - leaked0})")
+    print(f"{args.jobs} jobs for {args.minutes:g} min (warm-up {args.warmup:.0f} s); daemon exit {code}")
+    print(
+        f"RSS: {rss0:.1f} MiB after warm-up, {rss1:.1f} MiB at the end ({(rss1 - rss0) / rss0 * 100:+.1f} %)"
+    )
+    print(
+        f"threads: {threads0} after warm-up, {threads1} at the end; leaked run threads "
+        f"alive: {leaked0} -> {leaked1} (threads grew {threads1 - threads0}, "
+        f"leaks grew {leaked1 - leaked0})"
+    )
     print("runs: " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())))
     print(f"every run terminal after the stop: {by_status.get('running', 0) == 0}")
 

@@ -118,7 +118,6 @@ def http_server():
 # -- a real daemon process ----------------------------------------------------------------
 
 
-
 class DaemonProcess:
     def __init__(self, config: Path, database: Path, log: Path, env: dict):
         self.config, self.database, self.log_path = config, database, log
@@ -130,10 +129,16 @@ class DaemonProcess:
         self.log_file = open(self.log_path, "a")  # noqa: SIM115 - closed by stop() / kill9()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "beaconlite", "-c", str(self.config), "daemon"],
-            stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env)
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
         if wait_ready:
-            wait_for(lambda: self.count("daemon.start") > starts or self.proc.poll() is not None,
-                     15, what="the daemon to start")
+            wait_for(
+                lambda: self.count("daemon.start") > starts or self.proc.poll() is not None,
+                15,
+                what="the daemon to start",
+            )
             assert self.proc.poll() is None, self.log()
         return self
 
@@ -199,8 +204,9 @@ def daemon(tmp_path):
     def make(body: str, start: bool = True, defaults: str = DAEMON_DEFAULTS, **env) -> DaemonProcess:
         config = tmp_path / "beaconlite.toml"
         config.write_text(defaults + textwrap.dedent(body))
-        d = DaemonProcess(config, tmp_path / "state" / "b.db", tmp_path / f"daemon{len(made)}.log",
-                          subprocess_env(**env))
+        d = DaemonProcess(
+            config, tmp_path / "state" / "b.db", tmp_path / f"daemon{len(made)}.log", subprocess_env(**env)
+        )
         made.append(d)
         return d.start() if start else d
 

@@ -69,15 +69,20 @@ class CrashMatrix:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "beaconlite", "-c", str(self.config), "daemon"],
-            stderr=subprocess.DEVNULL, env=self.env)
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+        )
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited with {self.proc.returncode}")
             try:
                 new = self._latest_instance() if self.db.exists() else 0
                 if new > before:
-                    stale = self._query("SELECT COUNT(*) FROM run WHERE status = 'running' "
-                                        "AND (instance_id IS NULL OR instance_id != ?)", (new,))
+                    stale = self._query(
+                        "SELECT COUNT(*) FROM run WHERE status = 'running' "
+                        "AND (instance_id IS NULL OR instance_id != ?)",
+                        (new,),
+                    )
                     if stale[0][0] == 0:
                         return time.monotonic() - t0
             except sqlite3.OperationalError:

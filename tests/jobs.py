@@ -62,5 +62,10 @@ def system_exit(ctx):
 
 
 def context_fields(ctx):
-    return {"run_id": ctx.run_id, "job": ctx.job, "scheduled_at": ctx.scheduled_at.isoformat(),
-            "deadline": ctx.deadline.isoformat(), "remaining": ctx.remaining()}
+    return {
+        "run_id": ctx.run_id,
+        "job": ctx.job,
+        "scheduled_at": ctx.scheduled_at.isoformat(),
+        "deadline": ctx.deadline.isoformat(),
+        "remaining": ctx.remaining(),
+    }

@@ -79,8 +79,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(500, b"boom")
 
     def route_json(self, query):
-        self.reply(200, b'{"status": "ok", "data": {"count": 3, "items": [1, 2]}}',
-                   "application/json")
+        self.reply(200, b'{"status": "ok", "data": {"count": 3, "items": [1, 2]}}', "application/json")
 
     def route_slow(self, query):
         time.sleep(float(query or 0.2))
@@ -158,8 +157,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def start_peer() -> Peer:
     server = Peer()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                     daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server
 
 

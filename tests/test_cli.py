@@ -9,8 +9,21 @@ import pytest
 from beaconlite import store
 from beaconlite.cli import cli as cli_group
 
-RUN_KEYS = {"id", "job", "status", "trigger", "attempt", "scheduled_at", "started_at",
-            "finished_at", "deadline_at", "duration_s", "error", "steps_total", "steps_ok"}
+RUN_KEYS = {
+    "id",
+    "job",
+    "status",
+    "trigger",
+    "attempt",
+    "scheduled_at",
+    "started_at",
+    "finished_at",
+    "deadline_at",
+    "duration_s",
+    "error",
+    "steps_total",
+    "steps_ok",
+}
 STEP_KEYS = {"name", "status", "started_at", "finished_at", "duration_s", "error"}
 
 
@@ -21,8 +34,7 @@ def history(tmp_db):
     ok = store.start_run("alpha", "schedule", now - 100, 1, now - 40, None, now - 99)
     for name, status in (("a", "success"), ("b", "warning"), ("c", "error")):
         store.finish_step(store.start_step(ok, name, now - 98), status, None, now - 97)
-    store.finish_run(ok, "warning", now - 96, summary={"rows": 3}, output="hello\n",
-                     duration_s=3.0)
+    store.finish_run(ok, "warning", now - 96, summary={"rows": 3}, output="hello\n", duration_s=3.0)
     bad = store.start_run("beta", "manual", now - 50, 1, now + 10, None, now - 50)
     store.finish_run(bad, "error", now - 49, error="ValueError: boom", duration_s=1.0)
     store.record_skipped("alpha", now - 30, "overlap: 1 run of alpha is live", now - 30)
@@ -70,10 +82,19 @@ def test_runs_filters(cli, history):
     assert ids("--since", "35s") == [("alpha", "running"), ("alpha", "skipped")]
 
 
-@pytest.mark.parametrize("args", [["runs", "--limit", "-1"], ["runs", "--limit", "x"],
-                                  ["runs", "--since", "5x"], ["runs", "--status", "bogus"],
-                                  ["show", "abc"], ["prune"], ["prune", "--older-than", "x"],
-                                  ["nonsense"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs", "--limit", "-1"],
+        ["runs", "--limit", "x"],
+        ["runs", "--since", "5x"],
+        ["runs", "--status", "bogus"],
+        ["show", "abc"],
+        ["prune"],
+        ["prune", "--older-than", "x"],
+        ["nonsense"],
+    ],
+)
 def test_malformed_arguments_exit_2_one_line(cli, history, args):
     result = cli("--database", history, *args)
     assert result.code == 2
@@ -101,19 +122,27 @@ def test_show_text_and_unknown_id(cli, history):
 
 def test_status_json_without_config(cli, history):
     store.open_writer(history)
-    store.save_job_states([{"name": "alpha", "schedule": "every 1m", "enabled": 1,
-                            "next_run_at": time.time() + 30}])
+    store.save_job_states(
+        [{"name": "alpha", "schedule": "every 1m", "enabled": 1, "next_run_at": time.time() + 30}]
+    )
     store.close()
     result = cli("status", "--json", "--database", history)
     assert result.code == 0, result.err
     value = result.json()
     assert set(value) == {"daemon", "jobs"}
-    assert set(value["daemon"]) == {"state", "pid", "host", "version", "started_at",
-                                    "heartbeat_at"}
+    assert set(value["daemon"]) == {"state", "pid", "host", "version", "started_at", "heartbeat_at"}
     assert value["daemon"]["state"] == "stopped"
     (alpha,) = value["jobs"]
-    assert set(alpha) == {"name", "schedule", "enabled", "next_run_at", "last_status",
-                          "last_finished_at", "live_runs", "last_skip_reason"}
+    assert set(alpha) == {
+        "name",
+        "schedule",
+        "enabled",
+        "next_run_at",
+        "last_status",
+        "last_finished_at",
+        "live_runs",
+        "last_skip_reason",
+    }
     assert alpha["last_status"] == "warning" and alpha["live_runs"] == 1
     assert alpha["next_run_at"] is None  # no daemon running: nothing will fire
     assert "overlap" in alpha["last_skip_reason"]
@@ -155,7 +184,9 @@ def test_status_with_config_lists_its_jobs(cli, make_config, tmp_path):
     assert result.code == 0, result.err
     jobs = result.json()["jobs"]
     assert [(j["name"], j["schedule"], j["next_run_at"]) for j in jobs] == [
-        ("manual-only", None, None), ("hourly", "@hourly", None)]
+        ("manual-only", None, None),
+        ("hourly", "@hourly", None),
+    ]
     assert not (tmp_path / "state").exists()  # a query never creates the database
 
 
@@ -204,20 +235,28 @@ def test_check_config_lists_next_fires(cli, make_config):
 
 def test_real_process_entry_points(history, tmp_path):
     """The console script and `python -m beaconlite`: exit codes and one-line errors."""
-    out = subprocess.run([sys.executable, "-m", "beaconlite", "--database", str(history),
-                          "runs", "--json"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "beaconlite", "--database", str(history), "runs", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0 and out.stdout.startswith("[")
-    out = subprocess.run([sys.executable, "-m", "beaconlite", "show", "nope"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "beaconlite", "show", "nope"], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
 def test_query_path_does_not_import_heavy_modules(history):
-    code = ("import sys; from beaconlite.cli import main\n"
-            "try: main(['--database', sys.argv[1], 'status'])\n"
-            "except SystemExit: pass\n"
-            "bad = [m for m in ('apscheduler', 'requests', 'urllib3') if m in sys.modules]\n"
-            "print('heavy:' + ','.join(bad))")
-    out = subprocess.run([sys.executable, "-c", code, str(history)], capture_output=True,
-                         text=True, timeout=30)
+    code = (
+        "import sys; from beaconlite.cli import main\n"
+        "try: main(['--database', sys.argv[1], 'status'])\n"
+        "except SystemExit: pass\n"
+        "bad = [m for m in ('apscheduler', 'requests', 'urllib3') if m in sys.modules]\n"
+        "print('heavy:' + ','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(history)], capture_output=True, text=True, timeout=30
+    )
     assert out.stdout.strip().splitlines()[-1] == "heavy:", out.stdout

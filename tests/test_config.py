@@ -42,7 +42,8 @@ def test_defaults_of_every_key(make_config, tmp_path, monkeypatch):
 
 def test_every_key_parsed(make_config, tmp_path, monkeypatch):
     monkeypatch.setenv("TOKEN", "s3cret")
-    path = make_config("""
+    path = make_config(
+        """
         [daemon]
         database = "data/b.db"
         python_path = ["lib"]
@@ -121,29 +122,62 @@ def test_every_key_parsed(make_config, tmp_path, monkeypatch):
         jobs = ["web", "py.*"]
         [[notify]]
         command = ["/usr/bin/logger"]
-    """, database=False)
+    """,
+        database=False,
+    )
     c = load_config(path)
     assert c.daemon == DaemonSettings(
-        database=tmp_path / "data" / "b.db", python_path=(str(tmp_path / "lib"),),
-        timezone="Europe/Berlin", log_level="debug", log_format="json", default_timeout=5400,
-        heartbeat_interval=0.25, reaper_interval=30, orphan_after=120, abort_grace=1.5,
-        max_concurrent_runs=3, on_stop="finish", keep_history=0, group_access=True)
+        database=tmp_path / "data" / "b.db",
+        python_path=(str(tmp_path / "lib"),),
+        timezone="Europe/Berlin",
+        log_level="debug",
+        log_format="json",
+        default_timeout=5400,
+        heartbeat_interval=0.25,
+        reaper_interval=30,
+        orphan_after=120,
+        abort_grace=1.5,
+        max_concurrent_runs=3,
+        on_stop="finish",
+        keep_history=0,
+        group_access=True,
+    )
     assert c.http == HttpSettings(2, 60, 50 * 2**20, "me")
     py, cmd, sh, web = c.jobs
     assert py == JobSpec(
-        name="py.job-1", kind="python", schedule="*/15 * * * *", timeout=5400, enabled=False,
-        max_instances=2, overlap="queue", misfire_grace=10, catch_up=False,
-        min_success_rate=0.5, retries=3, retry_delay=5, retry_on=("error", "timeout"),
-        run="mod:fn", params={"tables": ["a", "b"]}, http=HttpSettings(2, 5, 50 * 2**20, "me"))
+        name="py.job-1",
+        kind="python",
+        schedule="*/15 * * * *",
+        timeout=5400,
+        enabled=False,
+        max_instances=2,
+        overlap="queue",
+        misfire_grace=10,
+        catch_up=False,
+        min_success_rate=0.5,
+        retries=3,
+        retry_delay=5,
+        retry_on=("error", "timeout"),
+        run="mod:fn",
+        params={"tables": ["a", "b"]},
+        http=HttpSettings(2, 5, 50 * 2**20, "me"),
+    )
     assert cmd.kind == "command" and cmd.command == ("/bin/echo", "hi") and cmd.timeout == 30
     assert cmd.env == {"A": "1"} and cmd.cwd == "/tmp"
     assert cmd.ok_exit_codes == (0, 3) and cmd.warning_exit_codes == (4,)
     assert sh.shell is True and sh.command == "echo hi | wc -c"
     assert web.kind == "checks"
     assert web.checks[0] == Check(
-        name="health", url="https://api.example.com/health?x=1", method="POST",
-        headers={"Authorization": "Bearer s3cret"}, json={"a": 1}, expect_status=(200, 204),
-        contains="ok", expect_json={"status": "ok", "data.count": 3}, max_latency=2.0)
+        name="health",
+        url="https://api.example.com/health?x=1",
+        method="POST",
+        headers={"Authorization": "Bearer s3cret"},
+        json={"a": 1},
+        expect_status=(200, 204),
+        contains="ok",
+        expect_json={"status": "ok", "data.count": 3},
+        max_latency=2.0,
+    )
     # default name: the URL without its query string, and never its credentials
     assert web.checks[1].name == "https://api.example.com/ping"
     assert web.checks[1].expect_status == (201,) and web.checks[1].body == "hello"
@@ -152,9 +186,21 @@ def test_every_key_parsed(make_config, tmp_path, monkeypatch):
     assert c.secrets == frozenset({"s3cret"})
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("250ms", 0.25), ("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400),
-    ("1h30m", 5400), (90, 90), (1.5, 1.5), ("0", 0), ("365d", 365 * 86400)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("250ms", 0.25),
+        ("30s", 30),
+        ("15m", 900),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        (90, 90),
+        (1.5, 1.5),
+        ("0", 0),
+        ("365d", 365 * 86400),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -165,8 +211,10 @@ def test_bad_durations(text):
         parse_duration(text)
 
 
-@pytest.mark.parametrize("text,size", [
-    ("512KB", 512_000), ("50MB", 50_000_000), ("50MiB", 50 * 2**20), (1024, 1024), ("1GiB", 2**30)])
+@pytest.mark.parametrize(
+    "text,size",
+    [("512KB", 512_000), ("50MB", 50_000_000), ("50MiB", 50 * 2**20), (1024, 1024), ("1GiB", 2**30)],
+)
 def test_sizes(text, size):
     assert parse_size(text) == size
 
@@ -174,8 +222,10 @@ def test_sizes(text, size):
 BAD = [
     # (config body, substrings the one error line must contain)
     ("[daemon\n", ["invalid TOML", "line 1", "column"]),
-    ("[daemon]\nheartbeat_intervall = '5s'\n", ['unknown key "heartbeat_intervall"',
-                                               'did you mean "heartbeat_interval"']),
+    (
+        "[daemon]\nheartbeat_intervall = '5s'\n",
+        ['unknown key "heartbeat_intervall"', 'did you mean "heartbeat_interval"'],
+    ),
     ("[deamon]\n", ['unknown section "deamon"', 'did you mean "daemon"']),
     ("[daemon]\nmax_concurrent_runs = '8'\n", ["[daemon]", "max_concurrent_runs", "integer"]),
     ("[daemon]\nmax_concurrent_runs = 0\n", ["max_concurrent_runs", "out of range"]),
@@ -206,12 +256,18 @@ BAD = [
     ("[[jobs]]\nname = 'x'\ncommand = 'ls'\n", ['job "x"', "command", "argv"]),
     ("[[jobs]]\nname = 'x'\nrun = 'a:b'\ncwd = '/'\n", ['job "x"', '"cwd" only applies to command']),
     ("[[jobs]]\nname = 'x'\n[[jobs.checks]]\nurl = 'ftp://x'\n", ['job "x" checks[0]', "http(s) URL"]),
-    ("[[jobs]]\nname = 'x'\n[[jobs.checks]]\nurl = 'http://x'\nexpect_status = 999\n",
-     ['job "x" checks[0]', "expect_status"]),
-    ("[[jobs]]\nname = 'x'\n[[jobs.checks]]\nurl = 'http://x'\nbody = 'a'\njson = 1\n",
-     ['job "x" checks[0]', "exclude"]),
-    (MINIMAL_JOB + "params = {t = '${BEACONLITE_UNSET_VAR}'}\n",
-     ['job "j"', "BEACONLITE_UNSET_VAR is not set"]),
+    (
+        "[[jobs]]\nname = 'x'\n[[jobs.checks]]\nurl = 'http://x'\nexpect_status = 999\n",
+        ['job "x" checks[0]', "expect_status"],
+    ),
+    (
+        "[[jobs]]\nname = 'x'\n[[jobs.checks]]\nurl = 'http://x'\nbody = 'a'\njson = 1\n",
+        ['job "x" checks[0]', "exclude"],
+    ),
+    (
+        MINIMAL_JOB + "params = {t = '${BEACONLITE_UNSET_VAR}'}\n",
+        ['job "j"', "BEACONLITE_UNSET_VAR is not set"],
+    ),
     ("[[notify]]\non = ['error']\n", ["[[notify]] #1", '"url" or "command"']),
     ("[[notify]]\nurl = 'http://x'\non = ['exploded']\n", ["[[notify]] #1", "on"]),
 ]
@@ -241,7 +297,8 @@ def test_run_target_found_in_config_dir_and_python_path(make_config, tmp_path, c
     (tmp_path / "mine.py").write_text("def scan(ctx):\n    pass\n")
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "other_mod_xyz.py").write_text("def scan(ctx):\n    pass\n")
-    path = make_config("""
+    path = make_config(
+        """
         [daemon]
         python_path = ["lib"]
         [[jobs]]
@@ -250,7 +307,9 @@ def test_run_target_found_in_config_dir_and_python_path(make_config, tmp_path, c
         [[jobs]]
         name = "b"
         run = "other_mod_xyz:scan"
-    """, database=False)
+    """,
+        database=False,
+    )
     result = cli("-c", path, "check-config")
     assert result.code == 0, result.err
 

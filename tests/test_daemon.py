@@ -11,8 +11,13 @@ from conftest import subprocess_env, wait_for
 
 
 def cli(*args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "beaconlite", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=subprocess_env())
+    return subprocess.run(
+        [sys.executable, "-m", "beaconlite", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=subprocess_env(),
+    )
 
 
 def overlaps(runs) -> bool:
@@ -27,13 +32,11 @@ def test_overlap_skip(daemon):
         schedule = "every 1s"
         command = ["sleep", "2.5"]
     """)
-    wait_for(lambda: sum(r.status == "skipped" for r in d.runs("slow")) >= 3, 10,
-             what="skipped fires")
+    wait_for(lambda: sum(r.status == "skipped" for r in d.runs("slow")) >= 3, 10, what="skipped fires")
     runs = d.runs("slow")
     assert not overlaps([r for r in runs if r.status != "skipped"])
     skipped = [r for r in runs if r.status == "skipped"]
-    assert all(r.started_at is None and r.duration_s is None and "overlap" in r.error
-               for r in skipped)
+    assert all(r.started_at is None and r.duration_s is None and "overlap" in r.error for r in skipped)
 
 
 def test_overlap_replace(daemon):
@@ -44,8 +47,9 @@ def test_overlap_replace(daemon):
         overlap = "replace"
         command = ["sleep", "30"]
     """)
-    wait_for(lambda: len([r for r in d.runs("slow") if r.status == "cancelled"]) >= 2, 10,
-             what="replaced runs")
+    wait_for(
+        lambda: len([r for r in d.runs("slow") if r.status == "cancelled"]) >= 2, 10, what="replaced runs"
+    )
     runs = d.runs("slow")
     cancelled = [r for r in runs if r.status == "cancelled"]
     assert all("replaced by a newer run" in r.error for r in cancelled)
@@ -60,8 +64,7 @@ def test_overlap_queue(daemon):
         overlap = "queue"
         command = ["sleep", "2.5"]
     """)
-    wait_for(lambda: sum(r.status == "success" for r in d.runs("slow")) >= 2, 12,
-             what="two runs")
+    wait_for(lambda: sum(r.status == "success" for r in d.runs("slow")) >= 2, 12, what="two runs")
     runs = [r for r in d.runs("slow") if r.status != "skipped"]
     assert not overlaps(runs)
     first, second = runs[0], runs[1]
@@ -187,8 +190,11 @@ def test_retries(daemon):
         retry_delay = "0.2s"
     """)
     assert cli("-c", d.config, "trigger", "flaky").returncode == 0
-    wait_for(lambda: len(d.runs("flaky")) == 3 and all(r.status != "running"
-                                                       for r in d.runs("flaky")), 10, what="retries")
+    wait_for(
+        lambda: len(d.runs("flaky")) == 3 and all(r.status != "running" for r in d.runs("flaky")),
+        10,
+        what="retries",
+    )
     runs = d.runs("flaky")
     assert [(r.trigger, r.attempt) for r in runs] == [("manual", 1), ("retry", 2), ("retry", 3)]
     assert len({r.scheduled_at for r in runs}) == 1  # a retry keeps its slot

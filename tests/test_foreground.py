@@ -14,9 +14,14 @@ from beaconlite import store
 
 
 def beaconlite(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "beaconlite", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env(), **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "beaconlite", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        **kw,
+    )
 
 
 CONFIG = """
@@ -48,7 +53,7 @@ def test_run_records_and_exits_by_status(make_config, tmp_path):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "error" in out
     store.open_reader(tmp_path / "state" / "b.db")
-    (instance_kinds,) = {i.kind for i in store.Instance.select()},
+    (instance_kinds,) = ({i.kind for i in store.Instance.select()},)
     assert instance_kinds == {"foreground"}
     assert all(i.stopped_at is not None for i in store.Instance.select())
 
@@ -73,8 +78,9 @@ def test_ctrl_c_cancels_cleanly(make_config, tmp_path):
     runs = wait_for(live, 10, what="the run to start")
     # the foreground instance heartbeats while it runs
     beat0 = store.Instance.get_by_id(runs[0].instance_id).heartbeat_at
-    wait_for(lambda: store.Instance.get_by_id(runs[0].instance_id).heartbeat_at > beat0, 3,
-             what="a heartbeat")
+    wait_for(
+        lambda: store.Instance.get_by_id(runs[0].instance_id).heartbeat_at > beat0, 3, what="a heartbeat"
+    )
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=10)

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from beaconlite import config as config_module
 
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def toml_value(value) -> str:
@@ -39,20 +41,48 @@ def table(name: str, keys: dict) -> str:
 
 
 scalars = st.one_of(
-    st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(allow_nan=True), st.text(max_size=30),
-    st.sampled_from(["30s", "0", "-1s", "1h30m", "366d", "every 1s", "*/5 * * * *",
-                     "@hourly", "61 * * * *", "50MB", "${NOPE}", "beaconlite.builtin:noop",
-                     "skip", "queue", "local", "UTC", "Mars/Base", "ünïcødé", ""]))
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-    max_leaves=8)
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "30s",
+            "0",
+            "-1s",
+            "1h30m",
+            "366d",
+            "every 1s",
+            "*/5 * * * *",
+            "@hourly",
+            "61 * * * *",
+            "50MB",
+            "${NOPE}",
+            "beaconlite.builtin:noop",
+            "skip",
+            "queue",
+            "local",
+            "UTC",
+            "Mars/Base",
+            "ünïcødé",
+            "",
+        ]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
 
 
 def keys_of(known: dict) -> st.SearchStrategy:
     """Tables with the section's real keys (wrong values) and some random keys."""
-    return st.dictionaries(st.one_of(st.sampled_from(sorted(known)), st.text(max_size=12)),
-                           values, max_size=6)
+    return st.dictionaries(
+        st.one_of(st.sampled_from(sorted(known)), st.text(max_size=12)), values, max_size=6
+    )
 
 
 @st.composite
@@ -66,12 +96,15 @@ def configs(draw) -> str:
         job = draw(keys_of(config_module.JOB_KEYS))
         if draw(st.booleans()):
             job.setdefault("name", draw(st.text(max_size=10)))
-        parts.append("[[jobs]]\n" + "".join(f"{json.dumps(k)} = {toml_value(v)}\n"
-                                           for k, v in job.items()))
+        parts.append("[[jobs]]\n" + "".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in job.items()))
     for _ in range(draw(st.integers(0, 1))):
-        parts.append("[[notify]]\n" + "".join(
-            f"{json.dumps(k)} = {toml_value(v)}\n"
-            for k, v in draw(keys_of(config_module.NOTIFY_KEYS)).items()))
+        parts.append(
+            "[[notify]]\n"
+            + "".join(
+                f"{json.dumps(k)} = {toml_value(v)}\n"
+                for k, v in draw(keys_of(config_module.NOTIFY_KEYS)).items()
+            )
+        )
     return "\n".join(parts)
 
 
@@ -107,10 +140,37 @@ def test_fuzzed_bytes(data, tmp_path, cli):
     assert_clean(cli("-c", path, "check-config"))
 
 
-WORDS = ["runs", "show", "status", "prune", "reap", "health", "check-config", "cancel",
-         "--limit", "--since", "--job", "--status", "--json", "--older-than", "--dry-run",
-         "--batch-size", "--prometheus", "-1", "0", "abc", "5x", "1d", "999999999999999999999",
-         "--", "-c", "--database", "ünïcødé", "success", ""]
+WORDS = [
+    "runs",
+    "show",
+    "status",
+    "prune",
+    "reap",
+    "health",
+    "check-config",
+    "cancel",
+    "--limit",
+    "--since",
+    "--job",
+    "--status",
+    "--json",
+    "--older-than",
+    "--dry-run",
+    "--batch-size",
+    "--prometheus",
+    "-1",
+    "0",
+    "abc",
+    "5x",
+    "1d",
+    "999999999999999999999",
+    "--",
+    "-c",
+    "--database",
+    "ünïcødé",
+    "success",
+    "",
+]
 
 
 @FUZZ

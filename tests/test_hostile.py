@@ -10,19 +10,24 @@ import pytest
 from test_runner import checks, job, run_to_end
 
 
-@pytest.mark.parametrize("route,status,error", [
-    ("reset", "error", "Connection"),
-    ("garbage", "error", "Connection"),
-    ("big", "error", "larger than max_body"),
-    ("big?undeclared", "error", "larger than max_body"),
-    ("redirect", "error", "TooManyRedirects"),
-    ("trickle", "timeout", None),
-    ("trickleheaders", "timeout", None),
-    ("hang", "timeout", None),
-])
+@pytest.mark.parametrize(
+    "route,status,error",
+    [
+        ("reset", "error", "Connection"),
+        ("garbage", "error", "Connection"),
+        ("big", "error", "larger than max_body"),
+        ("big?undeclared", "error", "larger than max_body"),
+        ("redirect", "error", "TooManyRedirects"),
+        ("trickle", "timeout", None),
+        ("trickleheaders", "timeout", None),
+        ("hang", "timeout", None),
+    ],
+)
 def test_hostile_peer(runner, http_server, route, status, error):
-    r = runner(job("web", checks(f'name = "c"\nurl = "{http_server.url}/{route}"'),
-                   timeout="2s") + '[jobs.http]\nmax_body = "5MB"\nread_timeout = "300s"\n')
+    r = runner(
+        job("web", checks(f'name = "c"\nurl = "{http_server.url}/{route}"'), timeout="2s")
+        + '[jobs.http]\nmax_body = "5MB"\nread_timeout = "300s"\n'
+    )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.monotonic()
     run, steps = run_to_end(r, "web", bound=5)

@@ -32,10 +32,20 @@ def test_orphan_rules(tmp_db, dead_pid):
     fg_alive = store.register_instance("foreground", os.getpid(), HOST, "v", 120, now - 1)
     fg_elsewhere = store.register_instance("foreground", 1, "other-host", "v", 120, now - 1)
     fg_stale = store.register_instance("foreground", os.getpid(), HOST, "v", 120, now - 300)
-    runs = {name: live_run(i, name, started=100.0 + k) for k, (name, i) in enumerate([
-        ("old", old_daemon), ("fresh", fresh_daemon), ("stale", stale_daemon),
-        ("fg_gone", fg_gone), ("fg_alive", fg_alive), ("fg_elsewhere", fg_elsewhere),
-        ("fg_stale", fg_stale)])}
+    runs = {
+        name: live_run(i, name, started=100.0 + k)
+        for k, (name, i) in enumerate(
+            [
+                ("old", old_daemon),
+                ("fresh", fresh_daemon),
+                ("stale", stale_daemon),
+                ("fg_gone", fg_gone),
+                ("fg_alive", fg_alive),
+                ("fg_elsewhere", fg_elsewhere),
+                ("fg_stale", fg_stale),
+            ]
+        )
+    }
     store.stop_instance(old_daemon, 20.0)
 
     with_daemon = {o.job: o.reason for o in reaper.find_orphans(now, HOST, daemon_lock_free=False)}
@@ -47,12 +57,10 @@ def test_orphan_rules(tmp_db, dead_pid):
     no_daemon = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True)}
     assert no_daemon == {"old", "fresh", "stale", "fg_gone", "fg_stale"}
 
-    own = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True,
-                                              own_instance=fresh_daemon)}
+    own = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True, own_instance=fresh_daemon)}
     assert "fresh" not in own  # a daemon's own runs are judged by their deadline only
 
-    young = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True,
-                                                older_than=now - 102.5)}
+    young = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True, older_than=now - 102.5)}
     assert young == {"old", "fresh", "stale"}  # started at 100, 101, 102
 
     orphans = reaper.find_orphans(now, HOST, daemon_lock_free=False)

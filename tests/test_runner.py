@@ -34,16 +34,18 @@ def test_python_run_success_with_summary(runner):
     assert run.instance_id == r.instance_id and run.heartbeat_at is not None
 
 
-@pytest.mark.parametrize("results,rate,expected", [
-    (["ok", "ok", "ok", "fail"], 0.7, "warning"),
-    (["ok", "ok", "ok", "fail"], 0.8, "error"),
-    (["ok", "warn"], 1.0, "warning"),
-    (["fail"], 0.0, "warning"),
-    (["ok", "fail"], 1.0, "error"),
-])
+@pytest.mark.parametrize(
+    "results,rate,expected",
+    [
+        (["ok", "ok", "ok", "fail"], 0.7, "warning"),
+        (["ok", "ok", "ok", "fail"], 0.8, "error"),
+        (["ok", "warn"], 1.0, "warning"),
+        (["fail"], 0.0, "warning"),
+        (["ok", "fail"], 1.0, "error"),
+    ],
+)
 def test_status_from_steps(runner, results, rate, expected):
-    r = runner(job("j", f'run = "jobs:steps"\nparams = {{results = {results!r}}}',
-                   min_success_rate=rate))
+    r = runner(job("j", f'run = "jobs:steps"\nparams = {{results = {results!r}}}', min_success_rate=rate))
     run, steps = run_to_end(r, "j")
     assert run.status == expected, run.error
     if "fail" in results:
@@ -53,8 +55,12 @@ def test_status_from_steps(runner, results, rate, expected):
 
 
 def test_no_steps_outcomes(runner):
-    r = runner(job("warn", 'run = "jobs:warn_only"') + job("boom", 'run = "jobs:raise_error"')
-               + job("exit", 'run = "jobs:system_exit"') + job("noop", 'run = "beaconlite.builtin:noop"'))
+    r = runner(
+        job("warn", 'run = "jobs:warn_only"')
+        + job("boom", 'run = "jobs:raise_error"')
+        + job("exit", 'run = "jobs:system_exit"')
+        + job("noop", 'run = "beaconlite.builtin:noop"')
+    )
     assert run_to_end(r, "warn")[0].status == "warning"
     boom = run_to_end(r, "boom")[0]
     assert boom.status == "error" and boom.error.startswith("RuntimeError: secret is")
@@ -83,9 +89,10 @@ def test_context_fields(runner):
 
 @pytest.mark.parametrize("route", ["hang", "trickle", "trickleheaders"])
 def test_http_broken_off_at_the_deadline(runner, http_server, route):
-    r = runner('[http]\nread_timeout = "300s"\n'
-               + job("j", f'run = "jobs:fetch"\nparams = {{url = "{http_server.url}/{route}"}}',
-                     timeout="1s"))
+    r = runner(
+        '[http]\nread_timeout = "300s"\n'
+        + job("j", f'run = "jobs:fetch"\nparams = {{url = "{http_server.url}/{route}"}}', timeout="1s")
+    )
     t0 = time.monotonic()
     run, _ = run_to_end(r, "j")
     took = time.monotonic() - t0
@@ -95,8 +102,11 @@ def test_http_broken_off_at_the_deadline(runner, http_server, route):
 
 
 def test_no_request_after_cancel_and_remaining_steps_not_run(runner, http_server):
-    r = runner(job("j", f'run = "jobs:many_requests"\nparams = {{url = "{http_server.url}/slow?0.1"}}',
-                   timeout="60s"))
+    r = runner(
+        job(
+            "j", f'run = "jobs:many_requests"\nparams = {{url = "{http_server.url}/slow?0.1"}}', timeout="60s"
+        )
+    )
     live = r.start(r.config.job("j"), "manual", time.time())
     wait_for(lambda: http_server.count("/slow") >= 3, what="a few requests")
     at_abort = http_server.count("/slow")
@@ -112,8 +122,13 @@ def test_no_request_after_cancel_and_remaining_steps_not_run(runner, http_server
 
 
 def test_job_that_swallows_exceptions_still_ends(runner, http_server):
-    r = runner(job("j", f'run = "jobs:swallow_everything"\nparams = {{url = "{http_server.url}/hang"}}',
-                   timeout="0.5s"))
+    r = runner(
+        job(
+            "j",
+            f'run = "jobs:swallow_everything"\nparams = {{url = "{http_server.url}/hang"}}',
+            timeout="0.5s",
+        )
+    )
     run, _ = run_to_end(r, "j", bound=3)
     assert run.status == "timeout" and run.duration_s < 1.0
 
@@ -174,12 +189,14 @@ def group_gone(pgid: int) -> bool:
 
 
 def test_command_exit_codes(runner):
-    r = runner(job("ok", 'command = ["sh", "-c", "echo hello; echo oops >&2"]')
-               + job("warn", 'command = ["sh", "-c", "exit 4"]\nwarning_exit_codes = [4]')
-               + job("bad", 'command = ["sh", "-c", "exit 3"]')
-               + job("missing", 'command = ["/no/such/binary"]')
-               + job("shell", 'command = "echo $((1+2)) | cat"\nshell = true')
-               + job("env", 'command = ["sh", "-c", "echo $FOO; pwd"]\nenv = {FOO = "bar"}\ncwd = "/"'))
+    r = runner(
+        job("ok", 'command = ["sh", "-c", "echo hello; echo oops >&2"]')
+        + job("warn", 'command = ["sh", "-c", "exit 4"]\nwarning_exit_codes = [4]')
+        + job("bad", 'command = ["sh", "-c", "exit 3"]')
+        + job("missing", 'command = ["/no/such/binary"]')
+        + job("shell", 'command = "echo $((1+2)) | cat"\nshell = true')
+        + job("env", 'command = ["sh", "-c", "echo $FOO; pwd"]\nenv = {FOO = "bar"}\ncwd = "/"')
+    )
     run, steps = run_to_end(r, "ok")
     assert run.status == "success" and run.output == "hello\noops\n"
     assert [s.name for s in steps] == ["sh"] and run.summary == '{"exit_code": 0}'
@@ -241,14 +258,22 @@ def checks(*tables: str) -> str:
 
 def test_checks_pass_fail_and_warn(runner, http_server):
     u = http_server.url
-    r = runner(job("web", checks(
-        f'name = "ok"\nurl = "{u}/ok"\ncontains = "all ok"',
-        f'url = "{u}/json?x=1"\nexpect_json = {{"status" = "ok", "data.count" = 3, "data.items.1" = 2}}',
-        f'name = "five-hundred"\nurl = "{u}/500"',
-        f'name = "expect-500"\nurl = "{u}/500"\nexpect_status = [500]',
-        f'name = "latency"\nurl = "{u}/slow?0.3"\nmax_latency = "0.1s"',
-        f'name = "wrong-json"\nurl = "{u}/json"\nexpect_json = {{"data.count" = 4}}',
-    ), timeout="10s", min_success_rate=0.5))
+    r = runner(
+        job(
+            "web",
+            checks(
+                f'name = "ok"\nurl = "{u}/ok"\ncontains = "all ok"',
+                f'url = "{u}/json?x=1"\n'
+                'expect_json = {"status" = "ok", "data.count" = 3, "data.items.1" = 2}',
+                f'name = "five-hundred"\nurl = "{u}/500"',
+                f'name = "expect-500"\nurl = "{u}/500"\nexpect_status = [500]',
+                f'name = "latency"\nurl = "{u}/slow?0.3"\nmax_latency = "0.1s"',
+                f'name = "wrong-json"\nurl = "{u}/json"\nexpect_json = {{"data.count" = 4}}',
+            ),
+            timeout="10s",
+            min_success_rate=0.5,
+        )
+    )
     run, steps = run_to_end(r, "web")
     got = {s.name: (s.status, s.error) for s in steps}
     assert got["ok"] == ("success", None)
@@ -264,10 +289,17 @@ def test_checks_pass_fail_and_warn(runner, http_server):
 def test_check_body_cap_and_secret_header(runner, http_server, monkeypatch):
     monkeypatch.setenv("API_TOKEN", "tok-abcdef-123")
     u = http_server.url
-    r = runner(job("web", checks(
-        f'name = "big"\nurl = "{u}/big"',
-        f'name = "auth"\nurl = "{u}/500"\nheaders = {{Authorization = "Bearer ${{API_TOKEN}}"}}',
-    ), timeout="10s") + '[jobs.http]\nmax_body = "1MB"\n')
+    r = runner(
+        job(
+            "web",
+            checks(
+                f'name = "big"\nurl = "{u}/big"',
+                f'name = "auth"\nurl = "{u}/500"\nheaders = {{Authorization = "Bearer ${{API_TOKEN}}"}}',
+            ),
+            timeout="10s",
+        )
+        + '[jobs.http]\nmax_body = "1MB"\n'
+    )
     run, steps = run_to_end(r, "web")
     assert steps[0].status == "error" and "max_body" in steps[0].error
     assert any(h.get("Authorization") == "Bearer tok-abcdef-123" for h in http_server.headers_seen)
@@ -277,8 +309,9 @@ def test_check_body_cap_and_secret_header(runner, http_server, monkeypatch):
 
 def test_checks_after_abort_are_skipped(runner, http_server):
     u = http_server.url
-    r = runner(job("web", checks(f'name = "a"\nurl = "{u}/hang"', f'name = "b"\nurl = "{u}/ok"'),
-                   timeout="0.5s"))
+    r = runner(
+        job("web", checks(f'name = "a"\nurl = "{u}/hang"', f'name = "b"\nurl = "{u}/ok"'), timeout="0.5s")
+    )
     run, steps = run_to_end(r, "web")
     assert run.status == "timeout"
     assert [(s.name, s.status) for s in steps] == [("a", "timeout")]

@@ -12,45 +12,59 @@ UTC = timezone.utc
 
 def fires(expr: str, start: str, n: int = 3, tz=UTC) -> list[str]:
     after = datetime.fromisoformat(start).replace(tzinfo=tz)
-    return [t.astimezone(tz).strftime("%a %Y-%m-%d %H:%M")
-            for t in next_fire_times(parse_schedule(expr), after, tz, n)]
+    return [
+        t.astimezone(tz).strftime("%a %Y-%m-%d %H:%M")
+        for t in next_fire_times(parse_schedule(expr), after, tz, n)
+    ]
 
 
 def test_every_fifteen_minutes():
     assert fires("*/15 * * * *", "2026-11-24 07:31") == [
-        "Tue 2026-11-24 07:45", "Tue 2026-11-24 08:00", "Tue 2026-11-24 08:15"]
+        "Tue 2026-11-24 07:45",
+        "Tue 2026-11-24 08:00",
+        "Tue 2026-11-24 08:15",
+    ]
 
 
 @pytest.mark.parametrize("dow", ["0", "7", "sun", "SUN"])
 def test_zero_and_seven_are_sunday(dow):
     # 2026-11-24 is a Tuesday; the next Sunday is the 29th.
-    assert fires(f"0 9 * * {dow}", "2026-11-24 00:00", 2) == [
-        "Sun 2026-11-29 09:00", "Sun 2026-12-06 09:00"]
+    assert fires(f"0 9 * * {dow}", "2026-11-24 00:00", 2) == ["Sun 2026-11-29 09:00", "Sun 2026-12-06 09:00"]
 
 
 def test_day_of_month_or_day_of_week_when_both_restricted():
     # cron(8): "on the 1st, and on every Friday" -- not "Fridays that are the 1st".
     assert fires("0 0 1 * 5", "2026-11-24 00:00", 4) == [
-        "Fri 2026-11-27 00:00", "Tue 2026-12-01 00:00", "Fri 2026-12-04 00:00",
-        "Fri 2026-12-11 00:00"]
+        "Fri 2026-11-27 00:00",
+        "Tue 2026-12-01 00:00",
+        "Fri 2026-12-04 00:00",
+        "Fri 2026-12-11 00:00",
+    ]
 
 
 def test_restricted_day_of_month_with_star_day_of_week_is_and():
-    assert fires("30 6 15 * *", "2026-11-24 00:00", 2) == [
-        "Tue 2026-12-15 06:30", "Fri 2027-01-15 06:30"]
+    assert fires("30 6 15 * *", "2026-11-24 00:00", 2) == ["Tue 2026-12-15 06:30", "Fri 2027-01-15 06:30"]
 
 
 def test_ranges_lists_steps_and_names():
     assert fires("0 9-17/4 * * mon-fri", "2026-11-27 10:00", 4) == [
-        "Fri 2026-11-27 13:00", "Fri 2026-11-27 17:00", "Mon 2026-11-30 09:00",
-        "Mon 2026-11-30 13:00"]
-    assert fires("0 0 1 jan,jul *", "2026-11-24 00:00", 2) == [
-        "Fri 2027-01-01 00:00", "Thu 2027-07-01 00:00"]
+        "Fri 2026-11-27 13:00",
+        "Fri 2026-11-27 17:00",
+        "Mon 2026-11-30 09:00",
+        "Mon 2026-11-30 13:00",
+    ]
+    assert fires("0 0 1 jan,jul *", "2026-11-24 00:00", 2) == ["Fri 2027-01-01 00:00", "Thu 2027-07-01 00:00"]
 
 
-@pytest.mark.parametrize("alias,expected", [
-    ("@hourly", "Tue 2026-11-24 08:00"), ("@daily", "Wed 2026-11-25 00:00"),
-    ("@weekly", "Sun 2026-11-29 00:00"), ("@monthly", "Tue 2026-12-01 00:00")])
+@pytest.mark.parametrize(
+    "alias,expected",
+    [
+        ("@hourly", "Tue 2026-11-24 08:00"),
+        ("@daily", "Wed 2026-11-25 00:00"),
+        ("@weekly", "Sun 2026-11-29 00:00"),
+        ("@monthly", "Tue 2026-12-01 00:00"),
+    ],
+)
 def test_shorthands(alias, expected):
     assert fires(alias, "2026-11-24 07:31", 1) == [expected]
 
@@ -60,7 +74,10 @@ def test_every_is_aligned_to_the_epoch():
     assert schedule == Every(600)
     after = datetime(2026, 11, 24, 7, 31, 12, tzinfo=UTC)
     assert [t.strftime("%H:%M:%S") for t in next_fire_times(schedule, after, UTC, 3)] == [
-        "07:40:00", "07:50:00", "08:00:00"]
+        "07:40:00",
+        "07:50:00",
+        "08:00:00",
+    ]
 
 
 def test_cron_in_a_timezone_across_dst():
@@ -77,9 +94,24 @@ def test_cron_in_a_timezone_across_dst():
     assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [3600, 3600, 3600]
 
 
-@pytest.mark.parametrize("expr", ["* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *",
-                                  "* * * 13 *", "* * * * 8", "*/0 * * * *", "5-1 * * * *",
-                                  "a * * * *", "@never", "every", "every 5x", ""])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "* * * *",
+        "60 * * * *",
+        "* 24 * * *",
+        "* * 0 * *",
+        "* * * 13 *",
+        "* * * * 8",
+        "*/0 * * * *",
+        "5-1 * * * *",
+        "a * * * *",
+        "@never",
+        "every",
+        "every 5x",
+        "",
+    ],
+)
 def test_bad_schedules(expr):
     with pytest.raises(ScheduleError):
         parse_schedule(expr)

@@ -55,13 +55,17 @@ def test_sd_notify_ready_watchdog_status_stopping(daemon, tmp_path):
     sink = NotifySocket()
     wedge = tmp_path / "wedge"
     try:
-        d = daemon("""
+        d = daemon(
+            """
             [[jobs]]
             name = "tick"
             schedule = "every 1s"
             run = "beaconlite.builtin:noop"
-        """, NOTIFY_SOCKET=sink.name, WATCHDOG_USEC=2_000_000,
-            BEACONLITE_TEST_WEDGE_TICK=str(wedge))
+        """,
+            NOTIFY_SOCKET=sink.name,
+            WATCHDOG_USEC=2_000_000,
+            BEACONLITE_TEST_WEDGE_TICK=str(wedge),
+        )
         wait_for(lambda: len(sink.lines("WATCHDOG=1")) >= 4, 5, what="watchdog pings")
         assert sink.lines("READY=1")
         assert any(line.startswith("STATUS=") and "live run" in line for _, line in sink.messages)
@@ -74,8 +78,7 @@ def test_sd_notify_ready_watchdog_status_stopping(daemon, tmp_path):
         time.sleep(2.0)
         assert not [t for t in sink.lines("WATCHDOG=1") if t > wedged_at]  # the tick is stuck
         wedge.unlink()
-        wait_for(lambda: [t for t in sink.lines("WATCHDOG=1") if t > wedged_at + 2], 3,
-                 what="pings again")
+        wait_for(lambda: [t for t in sink.lines("WATCHDOG=1") if t > wedged_at + 2], 3, what="pings again")
         assert d.stop() == 0
         assert sink.lines("STOPPING=1")
     finally:
@@ -87,18 +90,26 @@ def test_systemd_unit_verifies(make_config):
     out = cli("-c", path, "service", "print")
     assert out.returncode == 0
     unit = out.stdout
-    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=2",
-                 "ExecReload=/bin/kill -HUP $MAINPID", "StateDirectory=beaconlite",
-                 "StateDirectoryMode=2770", "UMask=0007", "NoNewPrivileges=yes",
-                 "ProtectSystem=strict", "SystemCallFilter=@system-service"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=beaconlite",
+        "StateDirectoryMode=2770",
+        "UMask=0007",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "SystemCallFilter=@system-service",
+    ):
         assert line in unit, line
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert str(path) in exec_start and exec_start.split("=", 1)[1].split()[0].startswith("/")
     if shutil.which("systemd-analyze"):
         unit_file = path.parent / "beaconlite.service"
         unit_file.write_text(unit)
-        verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)],
-                                capture_output=True, text=True)
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True)
         assert verify.returncode == 0, verify.stderr
     shipped = Path(__file__).resolve().parent.parent / "systemd" / "beaconlite.service"
     text = shipped.read_text()
@@ -134,7 +145,8 @@ def test_service_install_user_pins_the_database(make_config, tmp_path):
 def test_webhooks(daemon, http_server, tmp_path, monkeypatch):
     flag = tmp_path / "healthy"
     secret = "s3cr3t-token-value"
-    d = daemon(f"""
+    d = daemon(
+        f"""
         [[jobs]]
         name = "ok"
         run = "beaconlite.builtin:noop"
@@ -160,15 +172,20 @@ def test_webhooks(daemon, http_server, tmp_path, monkeypatch):
         url = "{http_server.url}/hang"
         on = ["error"]
         jobs = ["fails"]
-    """, API_TOKEN=secret)
+    """,
+        API_TOKEN=secret,
+    )
 
     def events():
         return [(json.loads(b)["job"], json.loads(b)["event"]) for b in http_server.bodies]
 
     for job in ("ok", "fails", "slow", "authed"):
         assert cli("-c", d.config, "trigger", job, "--wait").returncode in (0, 1)
-    wait_for(lambda: {("fails", "error"), ("slow", "timeout"), ("authed", "error")}
-             <= set(events()), 10, what="notifications")
+    wait_for(
+        lambda: {("fails", "error"), ("slow", "timeout"), ("authed", "error")} <= set(events()),
+        10,
+        what="notifications",
+    )
     assert not [e for e in events() if e[0] == "ok"]  # success is not in `on`
 
     # a hanging sink (the second [[notify]]) does not delay the next run
@@ -200,15 +217,20 @@ def test_webhooks(daemon, http_server, tmp_path, monkeypatch):
 
 
 def test_readers_while_the_daemon_writes_20_runs_a_second_and_prunes(daemon):
-    d = daemon("".join(
-        f'[[jobs]]\nname = "tick-{i}"\nschedule = "every 1s"\nrun = "beaconlite.builtin:noop"\n'
-        for i in range(20)), defaults=DAEMON_DEFAULTS + "max_concurrent_runs = 50\n")
+    d = daemon(
+        "".join(
+            f'[[jobs]]\nname = "tick-{i}"\nschedule = "every 1s"\nrun = "beaconlite.builtin:noop"\n'
+            for i in range(20)
+        ),
+        defaults=DAEMON_DEFAULTS + "max_concurrent_runs = 50\n",
+    )
     conn = sqlite3.connect(d.database, timeout=10)
     old = time.time() - 10 * 86400
     conn.executemany(
         "INSERT INTO run (job, status, trigger, attempt, scheduled_at, started_at, finished_at) "
         "VALUES ('old', 'success', 'schedule', 1, ?, ?, ?)",
-        [(old + i, old + i, old + i + 1) for i in range(30_000)])
+        [(old + i, old + i, old + i + 1) for i in range(30_000)],
+    )
     conn.commit()
     conn.close()
     errors = []

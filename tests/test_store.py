@@ -55,8 +55,10 @@ def test_migration_from_an_older_version_keeps_data(tmp_path):
     # Rebuild it as a version-1 database: only the first migration's tables.
     conn = sqlite3.connect(path)
     conn.executescript("DROP TABLE request; DROP TABLE job; PRAGMA user_version = 1;")
-    conn.execute("INSERT INTO run (job, status, trigger, attempt, scheduled_at, finished_at) "
-                 "VALUES ('old', 'success', 'schedule', 1, 1.0, 2.0)")
+    conn.execute(
+        "INSERT INTO run (job, status, trigger, attempt, scheduled_at, finished_at) "
+        "VALUES ('old', 'success', 'schedule', 1, 1.0, 2.0)"
+    )
     conn.commit()
     conn.close()
     with pytest.raises(StoreError, match="older than this beaconlite"):
@@ -150,8 +152,12 @@ def test_job_overview_ignores_skips_for_last_status(tmp_db):
     store.record_skipped("j", 3.0, "overlap: 1 run live", 3.0)
     make_run(scheduled_at=4.0)  # live
     info = store.job_overview(["j", "other"])
-    assert info["j"] == {"last_status": "error", "last_finished_at": 2.0, "live_runs": 1,
-                         "last_skip_reason": "overlap: 1 run live"}
+    assert info["j"] == {
+        "last_status": "error",
+        "last_finished_at": 2.0,
+        "live_runs": 1,
+        "last_skip_reason": "overlap: 1 run live",
+    }
     assert info["other"]["last_status"] is None
 
 
@@ -178,5 +184,6 @@ def test_prune_deletes_finished_runs_and_steps_only(tmp_db):
     assert len(store.list_runs(limit=100)) == 16
     assert store.run_status(live) == "running"
     orphan_steps = store.db.execute_sql(
-        "SELECT COUNT(*) FROM step WHERE run_id NOT IN (SELECT id FROM run)").fetchone()[0]
+        "SELECT COUNT(*) FROM step WHERE run_id NOT IN (SELECT id FROM run)"
+    ).fetchone()[0]
     assert orphan_steps == 0
