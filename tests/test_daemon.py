@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from conftest import subprocess_env, wait_for
+from conftest import DAEMON_DEFAULTS, subprocess_env, wait_for
 
 
 def cli(*args, timeout=30):
@@ -220,3 +220,30 @@ def test_downtime_one_catchup_and_one_skipped_row(daemon):
     assert len(catchups) == 1 and len(missed) == 1
     assert "missed" in missed[0].error and "not running" in missed[0].error
     assert int(missed[0].error.split()[1]) >= 2
+
+
+def test_sigterm_on_stop_finish_waits_for_live_runs(daemon):
+    d = daemon(
+        """
+        [[jobs]]
+        name = "short"
+        command = ["sleep", "1.5"]
+        [[jobs]]
+        name = "queued"
+        command = ["sleep", "5"]
+        overlap = "queue"
+        """,
+        defaults=DAEMON_DEFAULTS + 'on_stop = "finish"\n',
+    )
+    assert cli("-c", d.config, "trigger", "short").returncode == 0
+    assert cli("-c", d.config, "trigger", "queued").returncode == 0
+    assert "queued" in cli("-c", d.config, "trigger", "queued").stdout  # held behind the first
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(15) == 0
+    assert time.monotonic() - t0 > 1.0  # it waited for the live runs
+    statuses = {(r.job, r.status) for r in d.runs()}
+    assert ("short", "success") in statuses and ("queued", "success") in statuses
+    held = [r for r in d.runs("queued") if r.status == "skipped"]
+    assert len(held) == 1 and "queued fire dropped" in held[0].error  # does not survive a stop
+    assert not [r for r in d.runs() if r.status == "running"]
