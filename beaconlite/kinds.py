@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from beaconlite import clock, store
 from beaconlite.config import Check, JobSpec, resolve_target
 from beaconlite.errors import StepFailed
 
@@ -120,14 +121,16 @@ def _pump(proc: subprocess.Popen, tail: Tail, live: LiveRun) -> int:
 
 def run_checks(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
     live.redactor.add(v for c in job.checks for v in c.headers.values())
-    done = 0
-    for check in job.checks:
-        if live.aborted is not None:
-            break
-        with ctx.step(check.name):
-            _check(check, job, ctx)
-        done += 1
-    return {"checks": len(job.checks), "run": done}
+    try:
+        for check in job.checks:
+            with ctx.step(check.name):
+                _check(check, job, ctx)
+    finally:
+        # Checks the run ended before: "skipped" steps, so the record shows every check.
+        unreached = job.checks[len(ctx.findings.steps) :]
+        if unreached and not live.ended.is_set():
+            store.add_skipped_steps(live.run_id, [c.name for c in unreached], clock.wall())
+    return {"checks": len(job.checks)}
 
 
 def _check(check: Check, job: JobSpec, ctx: RunContext) -> None:
