@@ -1,0 +1,151 @@
+"""Reading the ledger for people and monitors: history, one run, per-job overview, the
+daemon's state, 24 h counts. Every query here stays flat as the history grows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from peewee import fn
+
+from beaconlite.store.schema import FINISHED, OK, Instance, JobState, Run, Step
+
+
+def instances(ids) -> dict[int, Instance]:
+    ids = {i for i in ids if i is not None}
+    return {i.id: i for i in Instance.select().where(Instance.id.in_(ids))} if ids else {}
+
+
+def latest_daemon() -> Instance | None:
+    return Instance.select().where(Instance.kind == "daemon").order_by(Instance.id.desc()).first()
+
+
+def daemon_state(now: float, lock_free: bool = False) -> tuple[Instance | None, str]:
+    """The latest daemon instance and its state: running, stopped or stale.
+
+    Stopped: a clean stop, or nobody holds the daemon lock (it died). Stale: a heartbeat
+    older than the orphan_after it recorded (frozen, or asleep).
+    """
+    daemon = latest_daemon()
+    if daemon is None or daemon.stopped_at is not None or lock_free:
+        return daemon, "stopped"
+    if now - daemon.heartbeat_at > daemon.orphan_after:
+        return daemon, "stale"
+    return daemon, "running"
+
+
+def last_start(job: str) -> float | None:
+    """When the job last started a run (skipped rows have no start)."""
+    row = (
+        Run.select(Run.started_at)
+        .where(Run.job == job, Run.started_at.is_null(False))
+        .order_by(Run.id.desc())
+        .first()
+    )
+    return row.started_at if row else None
+
+
+def previous_outcome(job: str, before_id: int) -> str | None:
+    """The status of the job's last success, warning, error or timeout before this run."""
+    latest = None
+    for status in ("success", "warning", "error", "timeout"):
+        found = (
+            Run.select(fn.MAX(Run.id))
+            .where(Run.job == job, Run.status == status, Run.id < before_id)
+            .scalar()
+        )
+        if found and (latest is None or found > latest[0]):
+            latest = (found, status)
+    return latest[1] if latest else None
+
+
+def counts_since(since: float) -> dict[str, int]:
+    """Runs started, and errors, timeouts and reaped orphans finished, since ``since``."""
+    runs = Run.select().where(Run.started_at >= since).count()
+    by_status = dict(
+        Run.select(Run.status, fn.COUNT(Run.id))
+        .where(Run.finished_at >= since, Run.status.in_(("error", "timeout")))
+        .group_by(Run.status)
+        .tuples()
+    )
+    orphans = (
+        Run.select()
+        .where(Run.finished_at >= since, Run.status == "timeout", Run.error.startswith("orphaned:"))
+        .count()
+    )
+    return {
+        "runs": runs,
+        "error": by_status.get("error", 0),
+        "timeout": by_status.get("timeout", 0),
+        "orphans": orphans,
+    }
+
+
+def _step_counts(run_ids: list[int]) -> dict[int, tuple[int, int]]:
+    if not run_ids:
+        return {}
+    ok = fn.SUM(Step.status.in_(OK).cast("INTEGER"))
+    rows = (
+        Step.select(Step.run_id, fn.COUNT(Step.id), ok)
+        .where(Step.run_id.in_(run_ids))
+        .group_by(Step.run_id)
+        .tuples()
+    )
+    return {run_id: (total, int(good or 0)) for run_id, total, good in rows}
+
+
+def list_runs(
+    job: str | None = None, status: str | None = None, since: float | None = None, limit: int = 20
+) -> list[tuple[Run, int, int]]:
+    """History newest first, each with (steps_total, steps_ok)."""
+    query = Run.select()
+    if job:
+        query = query.where(Run.job == job)
+    if status:
+        query = query.where(Run.status == status)
+    if since is not None:
+        query = query.where(
+            (Run.started_at >= since) | (Run.started_at.is_null() & (Run.finished_at >= since))
+        )
+    runs = list(query.order_by(Run.id.desc()).limit(limit))
+    counts = _step_counts([r.id for r in runs])
+    return [(r, *counts.get(r.id, (0, 0))) for r in runs]
+
+
+def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
+    run = Run.get_or_none(Run.id == run_id)
+    if run is None:
+        return None
+    return run, list(Step.select().where(Step.run_id == run_id).order_by(Step.id))
+
+
+def job_overview(names: Iterable[str]) -> dict[str, dict]:
+    """Per job: last status (skips ignored), when it finished, live runs, last skip reason."""
+    live = dict(
+        Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == "running").group_by(Run.job).tuples()
+    )
+    out = {}
+    for name in names:
+        # One indexed MAX per status: (job, status, id) makes each a single seek, so this
+        # stays flat however long a job's history is.
+        last_ids = [
+            Run.select(fn.MAX(Run.id)).where(Run.job == name, Run.status == s).scalar() for s in FINISHED
+        ]
+        last_id = max((i for i in last_ids if i), default=None)
+        last = Run.get_by_id(last_id) if last_id else None
+        skip = (
+            Run.select(Run.error)
+            .where(Run.job == name, Run.status == "skipped")
+            .order_by(Run.id.desc())
+            .first()
+        )
+        out[name] = {
+            "last_status": last.status if last else None,
+            "last_finished_at": last.finished_at if last else None,
+            "live_runs": live.get(name, 0),
+            "last_skip_reason": skip.error if skip else None,
+        }
+    return out
+
+
+def job_states() -> list[JobState]:
+    return list(JobState.select().order_by(JobState.name))

@@ -1,0 +1,261 @@
+"""Writing the ledger: instances and heartbeats, runs and steps (every end a compare-and-set),
+CLI requests to the daemon, the published job list, pruning."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+from peewee import IntegrityError, fn
+
+from beaconlite.errors import SlotTaken
+from beaconlite.store.schema import Instance, JobState, Request, Run, Step, write
+
+
+def register_instance(kind: str, pid: int, host: str, version: str, orphan_after: float, now: float) -> int:
+    with write():
+        return Instance.insert(
+            kind=kind,
+            pid=pid,
+            host=host,
+            version=version,
+            started_at=now,
+            heartbeat_at=now,
+            orphan_after=orphan_after,
+        ).execute()
+
+
+def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> None:
+    """The instance's and its live runs' heartbeats, in one short transaction."""
+    run_ids = list(run_ids)
+    with write():
+        Instance.update(heartbeat_at=now).where(Instance.id == instance_id).execute()
+        if run_ids:
+            Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == "running").execute()
+
+
+def set_leaked_threads(instance_id: int, count: int) -> None:
+    with write():
+        Instance.update(leaked_threads=count).where(Instance.id == instance_id).execute()
+
+
+def stop_instance(instance_id: int, now: float) -> None:
+    with write():
+        Instance.update(stopped_at=now, heartbeat_at=now).where(Instance.id == instance_id).execute()
+
+
+def start_run(
+    job: str,
+    trigger: str,
+    scheduled_at: float,
+    attempt: int,
+    deadline_at: float,
+    instance_id: int | None,
+    now: float,
+) -> int:
+    """Insert the run row (status running) before any work; SlotTaken if the slot ran."""
+    try:
+        with write():
+            return Run.insert(
+                job=job,
+                status="running",
+                trigger=trigger,
+                attempt=attempt,
+                scheduled_at=scheduled_at,
+                started_at=now,
+                deadline_at=deadline_at,
+                heartbeat_at=now,
+                instance_id=instance_id,
+            ).execute()
+    except IntegrityError:
+        raise SlotTaken(f"{job} slot {scheduled_at} attempt {attempt} already has a run") from None
+
+
+def record_skipped(
+    job: str, scheduled_at: float, reason: str, now: float, trigger: str = "schedule", attempt: int = 1
+) -> int | None:
+    """A fire that never started; None when its slot is already recorded."""
+    try:
+        with write():
+            return Run.insert(
+                job=job,
+                status="skipped",
+                trigger=trigger,
+                attempt=attempt,
+                scheduled_at=scheduled_at,
+                finished_at=now,
+                error=reason,
+            ).execute()
+    except IntegrityError:
+        return None
+
+
+def start_step(run_id: int, name: str, now: float) -> int:
+    with write():
+        return Step.insert(run_id=run_id, name=name, status="running", started_at=now).execute()
+
+
+def finish_step(step_id: int, status: str, error: str | None, now: float) -> bool:
+    with write():
+        return (
+            Step.update(status=status, error=error, finished_at=now)
+            .where(Step.id == step_id, Step.status == "running")
+            .execute()
+            == 1
+        )
+
+
+def add_skipped_steps(run_id: int, names: Iterable[str], now: float) -> None:
+    rows = [dict(run_id=run_id, name=n, status="skipped", finished_at=now) for n in names]
+    if rows:
+        with write():
+            Step.insert_many(rows).execute()
+
+
+def finish_run(
+    run_id: int,
+    status: str,
+    now: float,
+    *,
+    error: str | None = None,
+    summary=None,
+    output: str | None = None,
+    duration_s: float | None = None,
+    suspended_s: float | None = None,
+) -> bool:
+    """Compare-and-set a live run to its terminal status; False when someone else did first.
+
+    Steps still running end with it: the step in flight takes the run's status.
+    """
+    fields = dict(status=status, finished_at=now, error=error, duration_s=duration_s)
+    if summary is not None:
+        fields["summary"] = json.dumps(summary, default=str)
+    if output is not None:
+        fields["output"] = output
+    if suspended_s:
+        fields["suspended_s"] = suspended_s
+    with write():
+        won = Run.update(**fields).where(Run.id == run_id, Run.status == "running").execute()
+        if won:
+            in_flight = status if status in ("error", "timeout", "cancelled") else "skipped"
+            Step.update(status=in_flight, finished_at=now).where(
+                Step.run_id == run_id, Step.status == "running"
+            ).execute()
+    return won == 1
+
+
+def finish_abandoned(run_id: int, status: str, error: str, now: float) -> bool:
+    """Finish a run nobody is running any more (orphaned, or its thread never ended)."""
+    return run_id in finish_abandoned_many([(run_id, error)], status, now)
+
+
+def finish_abandoned_many(rows: list[tuple[int, str]], status: str, now: float) -> set[int]:
+    """Compare-and-set each (run id, reason) to ``status`` in one transaction; the ids won."""
+    with write():
+        ids = [run_id for run_id, _ in rows]
+        won = {r.id for r in Run.select(Run.id).where(Run.id.in_(ids), Run.status == "running")}
+        by_reason: dict[str, list[int]] = {}
+        for run_id, reason in rows:
+            if run_id in won:
+                by_reason.setdefault(reason, []).append(run_id)
+        for reason, group in by_reason.items():
+            Run.update(status=status, finished_at=now, error=reason, duration_s=now - Run.started_at).where(
+                Run.id.in_(group), Run.status == "running"
+            ).execute()
+        if won:
+            Step.update(status=status, finished_at=now).where(
+                Step.run_id.in_(list(won)), Step.status == "running"
+            ).execute()
+    return won
+
+
+def live_runs(instance_id: int | None = None) -> list[Run]:
+    query = Run.select().where(Run.status == "running")
+    if instance_id is not None:
+        query = query.where(Run.instance_id == instance_id)
+    return list(query.order_by(Run.id))
+
+
+def run_status(run_id: int) -> str | None:
+    row = Run.select(Run.status).where(Run.id == run_id).first()
+    return row.status if row else None
+
+
+def last_started_slot(job: str) -> float | None:
+    """The latest slot of a job that started (a slot starts at most once)."""
+    return (
+        Run.select(fn.MAX(Run.scheduled_at))
+        .where(Run.job == job, Run.status != "skipped", Run.trigger != "manual")
+        .scalar()
+    )
+
+
+def ledger_mark(job: str) -> float | None:
+    """Up to when a job's slots have been dealt with: the latest slot it started, or the
+    latest time a skip of it was recorded (a skip row settles every slot due before it)."""
+    skipped = (
+        Run.select(fn.MAX(Run.finished_at))
+        .where(Run.job == job, Run.status == "skipped", Run.trigger != "manual")
+        .scalar()
+    )
+    marks = [m for m in (last_started_slot(job), skipped) if m is not None]
+    return max(marks) if marks else None
+
+
+def add_request(kind: str, now: float, job: str | None = None, run_id: int | None = None) -> int:
+    with write():
+        return Request.insert(kind=kind, job=job, run_id=run_id, created_at=now).execute()
+
+
+def take_requests(now: float) -> list[Request]:
+    """The open requests, marked taken (the daemon is their only consumer)."""
+    with write():
+        found = list(Request.select().where(Request.taken_at.is_null()).order_by(Request.id))
+        if found:
+            Request.update(taken_at=now).where(Request.id.in_([r.id for r in found])).execute()
+    return found
+
+
+def answer_request(request_id: int, result_run_id: int | None = None, error: str = "") -> None:
+    """Answer a taken request; an empty error means done."""
+    with write():
+        Request.update(result_run_id=result_run_id, error=error).where(Request.id == request_id).execute()
+
+
+def get_request(request_id: int) -> Request | None:
+    return Request.get_or_none(Request.id == request_id)
+
+
+def withdraw_request(request_id: int) -> bool:
+    """Take back a request the daemon has not taken; False if it already has."""
+    with write():
+        return Request.delete().where(Request.id == request_id, Request.taken_at.is_null()).execute() == 1
+
+
+def save_job_states(states: list[dict]) -> None:
+    """Replace the daemon's published job list (at start, reload and when a fire time moves)."""
+    with write():
+        JobState.delete().execute()
+        if states:
+            JobState.insert_many(states).execute()
+
+
+def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
+    """Delete finished runs (and steps) that finished before ``before``, in short batches."""
+    finished = (Run.status != "running") & (Run.finished_at < before)
+    if dry_run:
+        return Run.select().where(finished).count()
+    total = 0
+    while True:
+        started = time.monotonic()
+        with write():  # one short write transaction per batch
+            ids = [r.id for r in Run.select(Run.id).where(finished).limit(batch_size)]
+            if not ids:
+                return total
+            Step.delete().where(Step.run_id.in_(ids)).execute()
+            Run.delete().where(Run.id.in_(ids)).execute()
+        total += len(ids)
+        # Leave the lock free as long as we held it: a writer in another process polls
+        # (SQLite's busy handler sleeps and retries) and back-to-back batches starve it.
+        time.sleep(min(0.05, time.monotonic() - started))

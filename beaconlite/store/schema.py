@@ -1,0 +1,251 @@
+"""The schema: peewee models, the schema version and its migrations, opening the file."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from peewee import (
+    CharField,
+    DatabaseError,
+    FloatField,
+    IntegerField,
+    Model,
+    OperationalError,
+    SqliteDatabase,
+    TextField,
+)
+
+from beaconlite.errors import StoreError
+from beaconlite.lock import create_private_file
+
+SCHEMA_VERSION = 2
+FINISHED = ("success", "warning", "error", "timeout", "cancelled")  # terminal, not skipped
+OK = ("success", "warning")
+PRAGMAS = [("busy_timeout", 10_000), ("synchronous", "normal"), ("foreign_keys", 0)]
+
+db = SqliteDatabase(None)  # one connection per thread (peewee's thread_safe default)
+# In-process writers queue here rather than in SQLite's busy handler, which sleeps in
+# 1-100 ms steps: with 20 runs finishing while the scheduler starts 20 more, that sleep
+# would be the fire lag. Other processes (the CLI) still meet busy_timeout.
+_write_lock = threading.Lock()
+
+
+@contextmanager
+def write():
+    """A write transaction: BEGIN IMMEDIATE, so a read-then-write never has to upgrade."""
+    with _write_lock, db.atomic("IMMEDIATE"):
+        yield
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Instance(BaseModel):
+    """A process that runs jobs: the daemon, or a foreground `beaconlite run`."""
+
+    kind = CharField()  # "daemon" | "foreground"
+    pid = IntegerField()
+    host = CharField()
+    version = CharField()
+    started_at = FloatField()
+    heartbeat_at = FloatField()
+    stopped_at = FloatField(null=True)
+    orphan_after = FloatField()
+    leaked_threads = IntegerField(default=0)
+
+
+class Run(BaseModel):
+    job = CharField()
+    status = CharField()
+    trigger = CharField()
+    attempt = IntegerField(default=1)
+    scheduled_at = FloatField()
+    started_at = FloatField(null=True)
+    finished_at = FloatField(null=True)
+    deadline_at = FloatField(null=True)
+    heartbeat_at = FloatField(null=True)
+    duration_s = FloatField(null=True)
+    instance_id = IntegerField(null=True)
+    error = TextField(null=True)
+    summary = TextField(null=True)
+    output = TextField(null=True)
+    suspended_s = FloatField(null=True)
+
+    class Meta:
+        indexes = (
+            (("job", "scheduled_at", "attempt"), True),  # a slot starts at most once
+            (("job", "id"), False),  # history of a job, newest first
+            (("job", "status", "id"), False),  # last status / last skip of a job
+            (("status", "id"), False),  # runs --status
+            (("started_at",), False),  # runs --since
+            (("finished_at",), False),  # prune, 24 h counts
+        )
+
+
+# Live runs: the reaper, status and health read them all the time; a partial index keeps
+# that lookup independent of the history's size.
+Run.add_index(Run.index(Run.instance_id, name="run_live", where=(Run.status == "running")))
+
+
+class Step(BaseModel):
+    run_id = IntegerField(index=True)
+    name = CharField()
+    status = CharField()
+    started_at = FloatField(null=True)
+    finished_at = FloatField(null=True)
+    error = TextField(null=True)
+
+
+class Request(BaseModel):
+    """A CLI request to the daemon (trigger / cancel), picked up by its tick."""
+
+    kind = CharField()  # "trigger" | "cancel"
+    job = CharField(null=True)
+    run_id = IntegerField(null=True)
+    created_at = FloatField()
+    taken_at = FloatField(null=True)
+    result_run_id = IntegerField(null=True)
+    error = TextField(null=True)
+
+
+Request.add_index(Request.index(Request.id, name="request_open", where=Request.taken_at.is_null()))
+
+
+class JobState(BaseModel):
+    """What the daemon scheduled, so `status --database` needs no config."""
+
+    name = CharField(primary_key=True)
+    schedule = CharField(null=True)
+    enabled = IntegerField(default=1)
+    next_run_at = FloatField(null=True)
+
+    class Meta:
+        table_name = "job"
+
+
+# Each migration takes the schema from version i to i + 1. A later column change adds a
+# step here (playhouse.migrate), never edits an earlier one.
+MIGRATIONS = [
+    lambda: db.create_tables([Instance, Run, Step]),
+    lambda: db.create_tables([Request, JobState]),
+]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def ensure_directory(directory: Path, group_access: bool) -> None:
+    if directory.is_dir():
+        return  # an existing directory's mode is never changed
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if group_access:
+        os.chmod(directory, 0o770 | stat.S_ISGID)
+    else:
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask; be exact
+
+
+def file_mode(group_access: bool) -> int:
+    return 0o660 if group_access else 0o600
+
+
+def _connect(path: Path | str, uri: str | None = None) -> None:
+    if not db.is_closed():
+        db.close()
+    db.init(uri or str(path), pragmas=PRAGMAS, uri=bool(uri), check_same_thread=False, timeout=10)
+    try:
+        db.connect(reuse_if_open=True)
+    except (OperationalError, DatabaseError, sqlite3.Error) as e:
+        raise StoreError(f"{path}: cannot open database: {e}") from None
+
+
+def _schema_version(path: Path) -> int:
+    try:
+        version = db.execute_sql("PRAGMA user_version").fetchone()[0]
+        tables = set(db.get_tables())
+    except (OperationalError, DatabaseError) as e:
+        raise StoreError(f"{path}: not a usable beaconlite database: {e}") from None
+    if version == 0 and tables:
+        raise StoreError(f"{path}: not a beaconlite database (it has tables but no schema version)")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: database schema version {version} is newer than this beaconlite "
+            f"understands ({SCHEMA_VERSION}); upgrade beaconlite"
+        )
+    return version
+
+
+def open_writer(path: Path, group_access: bool = False) -> None:
+    """Open (creating and migrating) the database. Call only while holding the daemon lock."""
+    path = Path(path)
+    ensure_directory(path.parent, group_access)
+    try:
+        # Create the file ourselves so it never exists with looser permissions; SQLite
+        # gives its -wal and -shm files the database file's mode.
+        create_private_file(path, file_mode(group_access))
+    except OSError as e:
+        raise StoreError(f"{path}: cannot create database: {e.strerror}") from None
+    _connect(path)
+    version = _schema_version(path)
+    try:
+        db.execute_sql("PRAGMA journal_mode=wal")
+        if version < SCHEMA_VERSION:
+            # All steps in one transaction: a reader sees the old schema or the new one,
+            # never a half-migrated database.
+            with write():
+                for step in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[step]()
+                db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except (OperationalError, DatabaseError) as e:
+        raise StoreError(f"{path}: cannot prepare database: {e}") from None
+
+
+def open_attached(path: Path) -> None:
+    """Open a database a daemon already prepared (a foreground run beside a live daemon)."""
+    open_reader(path, allow_missing=False)
+
+
+def open_reader(path: Path, allow_missing: bool = True) -> bool:
+    """Open for queries without creating or migrating; False when there is no database yet.
+
+    A missing database reads as empty history: an in-memory one with the schema stands in.
+    """
+    path = Path(path)
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"{path}: permission denied")
+        _connect(path, uri=f"file:{quote(str(path.absolute()))}?mode=rw")
+        version = _schema_version(path)
+    else:
+        version = 0
+    if version == 0:  # missing, or just created and not yet given its schema
+        if not allow_missing:
+            raise StoreError(f"{path}: database does not exist yet")
+        _connect(":memory:")
+        for migrate in MIGRATIONS:
+            migrate()
+        return False
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: database schema version {version} is older than this beaconlite's "
+            f"({SCHEMA_VERSION}); start the daemon once to migrate it"
+        )
+    try:
+        db.execute_sql("SELECT 1 FROM run LIMIT 1").fetchall()
+    except (OperationalError, DatabaseError) as e:
+        raise StoreError(f"{path}: not a usable beaconlite database: {e}") from None
+    return True
+
+
+def close() -> None:
+    if not db.is_closed():
+        db.close()
