@@ -227,30 +227,7 @@ def status(as_json: bool):
             for j in job_rows
         ],
     }
-    if as_json:
-        return emit(value, True, "")
-    if daemon is None:
-        head = "daemon: stopped (never started on this database)"
-    else:
-        head = (
-            f"daemon: {state} (pid {daemon.pid} on {daemon.host}, v{daemon.version}, "
-            f"since {output.local(daemon.started_at)}, "
-            f"heartbeat {output.ago(now - daemon.heartbeat_at)})"
-        )
-    rows = [
-        [
-            j["name"] + ("" if j["enabled"] else " (disabled)"),
-            j["schedule"] or "manual",
-            output.local(j["next_run_at"]),
-            j["last_status"] or "-",
-            str(j["live_runs"]),
-            output.one_line(j["last_skip_reason"], 50),
-        ]
-        for j in job_rows
-    ]
-    click.echo(head)
-    if rows:
-        click.echo(output.table(["JOB", "SCHEDULE", "NEXT RUN", "LAST", "LIVE", "LAST SKIP"], rows))
+    emit(value, as_json, output.status_text(daemon, state, job_rows, now))
 
 
 @cli.command()
@@ -268,28 +245,7 @@ def runs(job, status_, limit, since, as_json):
     open_for_query()
     cutoff = time.time() - since_s if since_s is not None else None
     found = store.list_runs(job=job, status=status_, since=cutoff, limit=limit)
-    if as_json:
-        return emit([output.run_json(r, total, ok) for r, total, ok in found], True, "")
-    rows = []
-    for r, total, ok in found:
-        duration = output.format_duration(r.duration_s) if r.duration_s is not None else "-"
-        rows.append(
-            [
-                str(r.id),
-                r.job,
-                r.status,
-                r.trigger,
-                output.local(r.started_at or r.finished_at),
-                duration,
-                f"{ok}/{total}" if total else "-",
-                output.one_line(r.error),
-            ]
-        )
-    click.echo(
-        output.table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "DURATION", "STEPS", "ERROR"], rows)
-        if rows
-        else "no runs"
-    )
+    emit([output.run_json(r, total, ok) for r, total, ok in found], as_json, output.runs_text(found))
 
 
 @cli.command()
@@ -306,32 +262,7 @@ def show(run_id, as_json):
         raise Refused(f"no run with id {run_id}")
     run, steps = found
     detail = output.run_detail_json(run, steps)
-    if as_json:
-        return emit(detail, True, "")
-    lines = [f"run {run.id}: {run.job} {run.status} ({run.trigger}, attempt {run.attempt})"]
-    for label, key in (
-        ("scheduled", "scheduled_at"),
-        ("started", "started_at"),
-        ("finished", "finished_at"),
-        ("deadline", "deadline_at"),
-    ):
-        lines.append(f"  {label + ':':11}{output.local(getattr(run, key))}")
-    if run.duration_s is not None:
-        lines.append(f"  {'duration:':11}{output.format_duration(run.duration_s)}")
-    if run.error:
-        lines.append(f"  {'error:':11}{run.error}")
-    if steps:
-        lines.append(f"  steps ({detail['steps_ok']}/{detail['steps_total']} ok):")
-        for s in detail["steps"]:
-            took = f" {s['duration_s']:.3f}s" if s["duration_s"] is not None else ""
-            err = f" - {output.one_line(s['error'], 80)}" if s["error"] else ""
-            lines.append(f"    {s['status']:9} {s['name']}{took}{err}")
-    if detail["summary"] is not None:
-        lines.append(f"  summary:   {output.one_line(output.dumps(detail['summary']), 200)}")
-    if run.output:
-        lines.append("  output (tail):")
-        lines += ["    " + line for line in run.output.rstrip("\n").splitlines()[-40:]]
-    click.echo("\n".join(lines))
+    emit(detail, as_json, output.show_text(run, detail))
     return exit_by_status(run.status) if run.status != "running" else ExitStatus.OK
 
 

@@ -90,3 +90,71 @@ def one_line(text: str | None, width: int = 60) -> str:
         return "-"
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- text for people ----------------------------------------------------------------------
+
+
+def status_text(daemon, state: str, jobs: list[dict], now: float) -> str:
+    if daemon is None:
+        head = "daemon: stopped (never started on this database)"
+    else:
+        head = (
+            f"daemon: {state} (pid {daemon.pid} on {daemon.host}, v{daemon.version}, "
+            f"since {local(daemon.started_at)}, heartbeat {ago(now - daemon.heartbeat_at)})"
+        )
+    rows = [
+        [
+            j["name"] + ("" if j["enabled"] else " (disabled)"),
+            j["schedule"] or "manual",
+            local(j["next_run_at"]),
+            j["last_status"] or "-",
+            str(j["live_runs"]),
+            one_line(j["last_skip_reason"], 50),
+        ]
+        for j in jobs
+    ]
+    if not rows:
+        return head
+    return head + "\n" + table(["JOB", "SCHEDULE", "NEXT RUN", "LAST", "LIVE", "LAST SKIP"], rows)
+
+
+def runs_text(found: list) -> str:
+    rows = [
+        [
+            str(r.id),
+            r.job,
+            r.status,
+            r.trigger,
+            local(r.started_at or r.finished_at),
+            format_duration(r.duration_s) if r.duration_s is not None else "-",
+            f"{ok}/{total}" if total else "-",
+            one_line(r.error),
+        ]
+        for r, total, ok in found
+    ]
+    if not rows:
+        return "no runs"
+    return table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "DURATION", "STEPS", "ERROR"], rows)
+
+
+def show_text(run, detail: dict) -> str:
+    lines = [f"run {run.id}: {run.job} {run.status} ({run.trigger}, attempt {run.attempt})"]
+    for label in ("scheduled", "started", "finished", "deadline"):
+        lines.append(f"  {label + ':':11}{local(getattr(run, label + '_at'))}")
+    if run.duration_s is not None:
+        lines.append(f"  {'duration:':11}{format_duration(run.duration_s)}")
+    if run.error:
+        lines.append(f"  {'error:':11}{run.error}")
+    if detail["steps"]:
+        lines.append(f"  steps ({detail['steps_ok']}/{detail['steps_total']} ok):")
+        for s in detail["steps"]:
+            took = f" {s['duration_s']:.3f}s" if s["duration_s"] is not None else ""
+            err = f" - {one_line(s['error'], 80)}" if s["error"] else ""
+            lines.append(f"    {s['status']:9} {s['name']}{took}{err}")
+    if detail["summary"] is not None:
+        lines.append(f"  summary:   {one_line(dumps(detail['summary']), 200)}")
+    if run.output:
+        lines.append("  output (tail):")
+        lines += ["    " + line for line in run.output.rstrip("\n").splitlines()[-40:]]
+    return "\n".join(lines)

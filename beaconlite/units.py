@@ -65,7 +65,9 @@ def parse_size(value) -> int:
 
 
 def format_duration(seconds: float) -> str:
-    """A short human form: 0.25s, 42s, 5m10s, 3h02m, 2d04h."""
+    """A short human form: 250ms, 1.50s, 42s, 5m10s, 3h02m, 2d04h."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.0f}s"
     minutes, secs = divmod(int(seconds), 60)
