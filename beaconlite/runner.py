@@ -75,7 +75,7 @@ class LiveRun:
         self.started_elapsed = clock.elapsed()
         self.started_monotonic = clock.monotonic()
         self.deadline_elapsed = self.started_elapsed + job.timeout
-        self.import_paths = runner.import_paths
+        self.import_paths = import_paths(runner.config)  # the config it started under
         self.redactor = Redactor(runner.config.secrets)
         self.aborted: RunAborted | None = None
         self.work_done = False
@@ -188,7 +188,6 @@ class Runner:
     ):
         self.config = config
         self.instance_id = instance_id
-        self.import_paths = import_paths(config)
         self.on_end = on_end
         self._lock = threading.Lock()
         self._live: dict[int, LiveRun] = {}
