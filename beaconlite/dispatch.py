@@ -89,11 +89,19 @@ class Dispatcher:
             trigger = None
         missed = slots[:-1] if trigger else slots
         if missed:
+            last = missed[-1]
+            if len(slots) > 1:  # APScheduler thins a long run of slots: count them here
+                every, capped = due_slots(parse_schedule(job.schedule), self.tz, slots[0] - 0.001, slots[-1])
+                if capped:  # "more than 100000 ... between the first and the latest"
+                    more, missed, last = True, every, slots[-1]
+                else:
+                    missed = every[:-1] if trigger else every
+                    last = missed[-1]
             count = f"more than {len(missed)}" if more else str(len(missed))
             span = (
                 f"at {iso(missed[0])}"
-                if len(missed) == 1
-                else f"between {iso(missed[0])} and {iso(missed[-1])}"
+                if len(missed) == 1 and not more
+                else f"between {iso(missed[0])} and {iso(last)}"
             )
             tail = "" if trigger else f"; catch_up = false and the latest is {format_duration(late)} late"
             self._skip(job, missed[0], f"missed {count} fire(s) {span}: {why_late}{tail}", now)

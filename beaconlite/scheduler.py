@@ -12,14 +12,16 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from datetime import timezone
+from datetime import datetime, timezone
 
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from beaconlite.config import JobSpec
-from beaconlite.schedule import Schedule, parse_schedule
+from beaconlite.schedule import Every, Schedule, parse_schedule
+
+MAX_LISTED = 1000  # due slots APScheduler may list one by one after a gap
 
 
 class ScheduleTrigger(BaseTrigger):
@@ -30,8 +32,16 @@ class ScheduleTrigger(BaseTrigger):
         self.tz = tz
 
     def get_next_fire_time(self, previous_fire_time, now):
-        after = previous_fire_time or now
-        return self.schedule.next_after(after, self.tz)
+        # After a long sleep APScheduler lists every due slot before handing them over: for
+        # a short `every`, hundreds of thousands. Jump to the latest due slot instead; the
+        # dispatcher counts the missed ones from the schedule itself.
+        if previous_fire_time is not None and isinstance(self.schedule, Every):
+            period = self.schedule.seconds
+            if (now - previous_fire_time).total_seconds() > MAX_LISTED * period:
+                latest = datetime.fromtimestamp(now.timestamp() // period * period, timezone.utc)
+                if latest > previous_fire_time:
+                    return latest
+        return self.schedule.next_after(previous_fire_time or now, self.tz)
 
     def __str__(self):
         return f"beaconlite[{self.schedule}]"

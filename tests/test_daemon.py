@@ -247,3 +247,21 @@ def test_sigterm_on_stop_finish_waits_for_live_runs(daemon):
     held = [r for r in d.runs("queued") if r.status == "skipped"]
     assert len(held) == 1 and "queued fire dropped" in held[0].error  # does not survive a stop
     assert not [r for r in d.runs() if r.status == "running"]
+
+
+def test_thinned_slots_are_counted_from_the_schedule(tmp_db, make_config):
+    """A long gap handed over as [first, latest]: the skipped row still says how many."""
+    from beaconlite import clock, store
+    from beaconlite.config import load_config
+    from beaconlite.dispatch import Dispatcher
+    from beaconlite.runner import Runner
+
+    config = load_config(
+        make_config("[[jobs]]\nname = 'tick'\nschedule = 'every 1s'\nrun = 'beaconlite.builtin:noop'\n")
+    )
+    dispatcher = Dispatcher(config, Runner(config, None))
+    now = float(int(clock.wall()))
+    dispatcher.fire("tick", [now - 86400, now], now, "the machine was suspended for 1d")
+    (skipped,) = [r for r, _, _ in store.list_runs(status="skipped")]
+    assert skipped.error.startswith("missed 86400 fire(s) between")  # all but the latest
+    assert skipped.scheduled_at == now - 86400

@@ -115,3 +115,24 @@ def test_cron_in_a_timezone_across_dst():
 def test_bad_schedules(expr):
     with pytest.raises(ScheduleError):
         parse_schedule(expr)
+
+
+def test_trigger_lists_a_bounded_number_of_slots_after_a_long_gap():
+    """APScheduler's own loop over the trigger, after a week asleep with a 1 s job."""
+    from beaconlite.scheduler import MAX_LISTED, ScheduleTrigger
+
+    trigger = ScheduleTrigger(parse_schedule("every 1s"), UTC)
+    now = datetime(2026, 11, 24, 12, 0, 0, 500000, tzinfo=UTC)
+    first = datetime(2026, 11, 17, 12, 0, 0, tzinfo=UTC)
+    listed, t = [], first
+    while t is not None and t <= now:
+        listed.append(t)
+        t = trigger.get_next_fire_time(t, now)
+    assert len(listed) <= MAX_LISTED + 2
+    assert listed[0] == first and listed[-1] == datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+    # a short gap is listed slot by slot
+    listed, t = [], datetime(2026, 11, 24, 11, 59, 50, tzinfo=UTC)
+    while t <= now:
+        listed.append(t)
+        t = trigger.get_next_fire_time(t, now)
+    assert len(listed) == 11
