@@ -47,8 +47,12 @@ def test_run_records_and_exits_by_status(make_config, tmp_path):
     detail = json.loads(out)
     assert detail["status"] == "success" and detail["trigger"] == "manual"
     assert detail["steps_total"] == 3 == detail["steps_ok"]
-    events = [json.loads(line)["event"] for line in err.splitlines() if '"event"' in line]
-    assert events == ["run.start", "run.finish"]
+    lines = [json.loads(line) for line in err.splitlines() if '"event"' in line]
+    assert [e["event"] for e in lines] == ["run.start", "run.finish"]
+    finish = lines[1]
+    assert finish["job"] == "ok" and finish["run_id"] == detail["id"]
+    assert finish["status"] == "success" and isinstance(finish["duration_s"], float)
+    assert finish["ts"].endswith("Z") and finish["level"] == "info"
     proc = beaconlite("-c", path, "run", "fails")
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "error" in out
