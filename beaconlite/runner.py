@@ -169,7 +169,13 @@ class LiveRun:
         return True
 
     def _later(self, delay: float, fn: Callable, *args) -> None:
-        timer = threading.Timer(delay, fn, args=args)
+        def fire():
+            try:
+                fn(*args)
+            finally:
+                store.close()  # a timer thread may have opened a connection; it ends here
+
+        timer = threading.Timer(delay, fire)
         timer.daemon = True
         timer.name = f"run-{self.run_id}-timer"
         self._timers.append(timer)
@@ -329,13 +335,6 @@ class Runner:
         """abort_grace after an abort, the run still has not ended: record it ourselves."""
         if live.ended.is_set() or not live.thread.is_alive():
             return
-        try:
-            self._abandon(live)
-        finally:
-            if threading.current_thread().name.endswith("-timer"):
-                store.close()
-
-    def _abandon(self, live: LiveRun) -> None:
         aborted = live.aborted
         grace = self.config.daemon.abort_grace
         frame = sys._current_frames().get(live.thread.ident)
