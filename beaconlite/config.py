@@ -133,6 +133,7 @@ class DaemonSettings:
     on_stop: str = "cancel"
     keep_history: float = 90 * 86400.0
     group_access: bool = False
+    max_leaked_threads: int = 4
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ DAEMON_KEYS: dict[str, Callable] = {
     "on_stop": _choice("cancel", "finish"),
     "keep_history": parse_duration,  # 0 = keep everything
     "group_access": _bool,
+    "max_leaked_threads": _int_in(1, 10000),
 }
 HTTP_KEYS: dict[str, Callable] = {
     "connect_timeout": _duration,

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from beaconlite import clock, store
-from beaconlite.errors import RunAborted, StepFailed
+from beaconlite import clock, store, timing
+from beaconlite.errors import RunAborted, RunCancelled, RunEnded, StepFailed, WriteFailed
 from beaconlite.redaction import one_line
+from beaconlite.verdict import Findings, StepRecord, bounded, describe_exception, type_name
 
 if TYPE_CHECKING:
     from beaconlite.http import RunSession
     from beaconlite.runner import LiveRun
 
-
-@dataclass
-class StepRecord:
-    name: str
-    status: str
-    error: str | None = None
+log = logging.getLogger("beaconlite.run")
 
 
-@dataclass
-class Findings:
-    """What a run found, kept in memory for the verdict (the rows mirror it)."""
-
-    steps: list[StepRecord] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # ctx.warn() outside any step
-    tracebacks: list[str] = field(default_factory=list)
+def _text(value: Any) -> str:
+    """str() of a value from job code, bounded (its __str__ may raise or block)."""
+    if type(value) is str:
+        return value
+    ok, text = bounded(lambda: str(value))
+    return text if ok and isinstance(text, str) else f"<{type_name(value)}>"
 
 
 class RunContext:
@@ -45,11 +38,12 @@ class RunContext:
         self.params: dict[str, Any] = dict(live.job.params)
         self.scheduled_at = datetime.fromtimestamp(live.scheduled_at, timezone.utc)
         self.deadline = datetime.fromtimestamp(live.deadline_at, timezone.utc)
-        self.log = logging.LoggerAdapter(
-            logging.getLogger("beaconlite.run"), {"run_id": live.run_id, "job": live.job.name}
-        )
-        self.findings = Findings()
+        self.log = logging.LoggerAdapter(log, {"run_id": live.run_id, "job": live.job.name})
         self._step: StepRecord | None = None
+
+    @property
+    def findings(self) -> Findings:
+        return self._live.findings
 
     @property
     def http(self) -> RunSession:
@@ -61,18 +55,30 @@ class RunContext:
         return self._live.deadline_elapsed - clock.elapsed()
 
     def checkpoint(self) -> None:
-        """Raise RunTimeout / RunCancelled when the run is due to stop."""
+        """Raise RunTimeout / RunCancelled when the run is due to stop (RunAborted once it ended)."""
         self._live.checkpoint()
 
     def warn(self, message: str) -> None:
         """A finding: the current step (or, outside steps, the run) becomes a warning."""
-        message = self._live.redact(one_line(message))
+        message = self._live.redact(one_line(_text(message)))
         if self._step is not None:
             self._step.status = "warning"
             self._step.error = message if not self._step.error else f"{self._step.error}; {message}"
         else:
             self.findings.warnings.append(message)
-        self.log.warning("%s", message)
+        self.log.warning("%s: %s", self._live.label, message)
+
+    def _write(self, fn, *args) -> tuple[bool, Any]:
+        """A step write: (False, None) when the database refused it (the record stays in
+        memory and lands with the run's end); the run's abort when its end is recorded."""
+        try:
+            with store.patience(timing.RUN_WRITE_WAIT):
+                return True, fn(*args)
+        except WriteFailed:
+            return False, None
+        except RunEnded as e:
+            self._live.runner.disown(self.run_id, e.status)
+            raise RunCancelled(f"its end was recorded elsewhere as {e.status}") from None
 
     @contextmanager
     def step(self, name: str) -> Iterator[StepRecord]:
@@ -80,32 +86,34 @@ class RunContext:
         self.checkpoint()
         if self._step is not None:
             raise RuntimeError(f"step {name!r} started inside step {self._step.name!r}")
-        record = StepRecord(str(name), "success")
-        step_id = store.start_step(self.run_id, record.name, clock.wall())
+        record = StepRecord(self._live.redact(one_line(_text(name), 200)), started_at=clock.wall())
         self.findings.steps.append(record)
+        _, record.row_id = self._write(store.start_step, self.run_id, record.name, record.started_at)
         self._step = record
         try:
             yield record
         except RunAborted:
             # Not suppressed; the run's compare-and-set ends this step with the run's status.
-            record.status = "aborted"
             raise
         except Exception as e:
             # An exception caused by the abort (a socket shut down under a body read) is
             # the abort: the step in flight takes the run's status.
-            if self._live.aborted is not None:
-                record.status = "aborted"
-                raise type(self._live.aborted)(self._live.aborted.reason) from e
+            aborted = self._live.aborted
+            if aborted is not None:
+                raise type(aborted)(aborted.reason) from e
             record.status = "error"
-            if isinstance(e, StepFailed):
-                record.error = self._live.redact(one_line(str(e)))
-            else:
-                record.error = self._live.redact(one_line(f"{type(e).__name__}: {e}"))
-                self.findings.tracebacks.append(
-                    self._live.redact(f"step {record.name!r}:\n{traceback.format_exc()}")
-                )
-            self.log.info("step %r failed: %s", record.name, record.error)
+            line, trace = describe_exception(e)
+            record.error = self._live.redact(one_line(line))
+            if not isinstance(e, StepFailed):
+                self.findings.tracebacks.append(self._live.redact(f"step {record.name!r}:\n{trace}"))
+            self.log.info("%s: step %r failed: %s", self._live.label, record.name, record.error)
         finally:
             self._step = None
-        store.finish_step(step_id, record.status, record.error, clock.wall())
+        if record.status == "running":
+            record.status = "success"
+        record.finished_at = clock.wall()
+        if record.row_id is not None:
+            record.written, _ = self._write(
+                store.finish_step, self.run_id, record.row_id, record.status, record.error, record.finished_at
+            )
         self.checkpoint()

@@ -1,8 +1,9 @@
 """The daemon's lifecycle: lock, recover, schedule, tick, signals, stop.
 
 The tick (every second, or faster when heartbeats or the watchdog ask for it) is where the
-daemon notices everything APScheduler cannot: CLI requests, runs overdue by elapsed time,
-a suspend or a freeze, heartbeats, the reaper, retries, and the watchdog ping.
+daemon notices everything APScheduler cannot. It is a loop of named duties, each contained
+(one that fails is logged and the others still run) and each waiting at most briefly on the
+database, so that an outage is never mistaken for a freeze. ``tick(clocks)`` runs one.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
-from beaconlite import __version__, clock, reaper, sdnotify, store
+from beaconlite import __version__, clock, journal, reaper, sdnotify, store, timing
 from beaconlite.config import Config, check_targets, load_config
 from beaconlite.dispatch import Dispatcher
-from beaconlite.errors import BeaconError, RunCancelled
+from beaconlite.errors import BeaconError, RunCancelled, WriteFailed
 from beaconlite.lock import DaemonLock
 from beaconlite.notify import Notifier
 from beaconlite.output import iso
@@ -27,9 +29,40 @@ from beaconlite.units import format_duration
 
 log = logging.getLogger(__name__)
 
-GAP = 2.0  # a tick this much later than due, or elapsed time this far ahead: sleep / freeze
-PRUNE_EVERY = 86400.0
-TICK_PHASE = 0.5  # seconds past the whole second
+DUTIES = (
+    "requests",
+    "deadlines",
+    "pending_ends",
+    "retries",
+    "heartbeats",
+    "reaper",
+    "recovery",
+    "database_file",
+    "leaks",
+    "prune",
+    "publish",
+)
+
+
+@dataclass(frozen=True)
+class Clocks:
+    monotonic: float
+    elapsed: float
+    wall: float
+
+    @classmethod
+    def read(cls) -> Clocks:
+        return cls(clock.monotonic(), clock.elapsed(), clock.wall())
+
+
+@dataclass(frozen=True)
+class Tick:
+    clocks: Clocks
+    gap: str | None  # why this tick came late (a suspend, a freeze), or None
+
+    @property
+    def now(self) -> float:
+        return self.clocks.wall
 
 
 class Daemon:
@@ -37,6 +70,7 @@ class Daemon:
         self.config = config
         self.host = socket.gethostname()
         self.lock = DaemonLock(config.daemon.database, store.file_mode(config.daemon.group_access))
+        self.exit_code = 0
         self._wake = threading.Event()
         self._stop = False
         self._reload = False
@@ -44,40 +78,56 @@ class Daemon:
         self.runner: Runner | None = None
         self.dispatcher: Dispatcher | None = None
         self.scheduler: Scheduler | None = None
-        self._published: dict | None = None
-        self._last_tick = self._clocks()
+        self._published: str | None = None
+        self._last = Clocks.read()
         self._last_gap: tuple[str | None, float] = (None, 0.0)
+        self._due: dict[str, float] = {}  # duty -> monotonic time it is next due
+        self._failing: set[str] = set()  # duties whose last run raised (logged once)
+        self._leaked_written = 0
+        self._database_id: tuple[int, int] | None = None
 
     @property
     def tick_interval(self) -> float:
         watchdog = sdnotify.watchdog_interval()
-        return min(1.0, self.config.daemon.heartbeat_interval, watchdog or 1.0)
+        return min(timing.TICK, self.config.daemon.heartbeat_interval, watchdog or timing.TICK)
 
     # -- start ----------------------------------------------------------------------------
 
     def run(self, handle_signals: bool = True) -> int:
-        """Run until SIGTERM / SIGINT (or request_stop()); 0 after a clean stop."""
+        """Run until SIGTERM / SIGINT (or request_stop()); the exit code."""
+        self.start(handle_signals)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def start(self, handle_signals: bool = True) -> None:
         settings = self.config.daemon
         store.ensure_directory(settings.database.parent, settings.group_access)
         self.lock.acquire()  # LockHeld: another daemon serves this database
         store.open_writer(settings.database, settings.group_access)
+        self._database_id = self._stat_database()
+        journal.replay(settings.database)  # ends a stop could not write, before the reaper
         now = self.started_at = clock.wall()
         previous = store.latest_daemon()
         self.instance = store.register_instance(
             "daemon", os.getpid(), self.host, __version__, settings.orphan_after, now
         )
         self.notifier = Notifier(self.config)
-        self.runner = Runner(self.config, self.instance, on_end=self._on_end)
+        gate = threading.Lock()
+        self.runner = Runner(self.config, self.instance, on_end=self._on_end, gate=gate)
         self.dispatcher = Dispatcher(self.config, self.runner, on_skip=self.notifier.run_ended)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
-        self.scheduler = Scheduler(self.dispatcher.tz, self._on_fire, self.runner.start_gate)
+        self.scheduler = Scheduler(self.dispatcher.tz, self._on_fire, gate)
         self.scheduler.sync(self.config.jobs)
         if handle_signals:
             self._install_signals()
         self.scheduler.start()
         since = f" since {iso(previous.stopped_at or previous.heartbeat_at)}" if previous else ""
-        self.dispatcher.recover_missed(clock.wall(), f"the daemon was not running{since}")
-        self._publish()
+        with store.patience(timing.FIRE_WRITE_WAIT):
+            self.dispatcher.recover_missed(clock.wall(), f"the daemon was not running{since}")
+        self._publish(None)
         log.info(
             "beaconlite %s started: pid %d, %d job(s), database %s",
             __version__,
@@ -87,13 +137,9 @@ class Daemon:
             extra={"event": "daemon.start"},
         )
         sdnotify.notify("READY=1", f"STATUS={self._status_line()}")
-        try:
-            self._loop()
-        finally:
-            self._shutdown()
-        return 0
 
-    def request_stop(self) -> None:
+    def request_stop(self, exit_code: int = 0) -> None:
+        self.exit_code = max(self.exit_code, exit_code)
         self._stop = True
         self._wake.set()
 
@@ -108,97 +154,82 @@ class Daemon:
 
     # -- the tick -------------------------------------------------------------------------
 
-    @staticmethod
-    def _clocks() -> tuple[float, float, float]:
-        return clock.monotonic(), clock.elapsed(), clock.wall()
-
     def _loop(self) -> None:
-        self._last_tick = last = self._clocks()
-        beat_at = reap_at = last[0]
-        prune_at = last[0] + 60 - PRUNE_EVERY  # first prune a minute after start
-        wedge = os.environ.get("BEACONLITE_TEST_WEDGE_TICK")  # test hook: a stuck tick
+        self._last = Clocks.read()
         while not self._stop:
             interval = self.tick_interval
             # Tick half-way between whole seconds, where schedules put their slots: the
             # tick's own writes then never queue up with a burst of fires.
-            self._wake.wait(interval - (clock.wall() - TICK_PHASE) % interval)
-            while wedge and os.path.exists(wedge) and not self._stop:
-                time.sleep(0.05)
+            self._wake.wait(interval - (clock.wall() - timing.TICK_PHASE) % interval)
             self._wake.clear()
             if self._stop:
                 break
             if self._reload:
                 self._reload = False
                 self.reload()
-            mono, elapsed, now = self._clocks()
-            try:
-                gap = self._explain_gap(last, (mono, elapsed, now), interval)
-                if gap:
-                    log.warning("%s; catching up", gap, extra={"event": "daemon.gap"})
-                    self._last_gap = (gap, mono)
-                self._last_tick = (mono, elapsed, now)
-                step = (now - last[2]) - (elapsed - last[1])
-                if clock.HAS_BOOTTIME and abs(step) > GAP:
-                    log.warning(
-                        "wall clock stepped by %+.1fs (not counted as elapsed time)",
-                        step,
-                        extra={"event": "clock.step"},
-                    )
-                last = (mono, elapsed, now)
-                self.runner.enforce_deadlines()
-                self._serve_requests(now)
-                self.dispatcher.tick(now)
-                if gap or mono - beat_at >= self.config.daemon.heartbeat_interval:
-                    beat_at = mono
-                    store.heartbeat(self.instance, [r.run_id for r in self.runner.live_runs()], now)
-                if gap or mono - reap_at >= self.config.daemon.reaper_interval:
-                    reap_at = mono
-                    self._reap(now)
-                if gap:
-                    # Missed slots from the ledger, by elapsed-time-aware wall clock; then
-                    # wake APScheduler, whose monotonic wait would otherwise end late.
-                    self.dispatcher.recover_missed(now, gap, since=self.started_at)
-                    self.scheduler.wakeup()
-                if self.config.daemon.keep_history and mono - prune_at >= PRUNE_EVERY:
-                    prune_at = mono
-                    self._prune_in_background(now - self.config.daemon.keep_history)
-                self._publish()
-            except Exception:  # a loop boundary: log, keep ticking
-                log.exception("tick failed")
-                continue
-            if self.scheduler.running():
-                sdnotify.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+            self.tick(Clocks.read())
+
+    def tick(self, clocks: Clocks) -> None:
+        """One tick: every duty once (each contained), then the watchdog ping."""
+        gap = self._explain_gap(self._last, clocks, self.tick_interval)
+        if gap:
+            log.warning("%s; catching up", gap, extra={"event": "daemon.gap"})
+            self._last_gap = (gap, clocks.monotonic)
+        step = (clocks.wall - self._last.wall) - (clocks.elapsed - self._last.elapsed)
+        if clock.HAS_BOOTTIME and abs(step) > timing.GAP:
+            log.warning(
+                "wall clock stepped by %+.1fs (not counted as elapsed time)",
+                step,
+                extra={"event": "clock.step"},
+            )
+        self._last = clocks
+        tick = Tick(clocks, gap)
+        with store.patience(timing.TICK_WRITE_WAIT):
+            for duty in DUTIES:
+                self._perform(duty, tick)
+        if self.scheduler.running():
+            sdnotify.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
+
+    def _perform(self, duty: str, tick: Tick) -> None:
+        try:
+            getattr(self, f"_{duty}")(tick)
+        except WriteFailed:
+            pass  # the store logs an outage once, when it starts and when it ends
+        except Exception:  # a loop boundary: log once per failing streak, keep ticking
+            if duty not in self._failing:
+                log.exception("tick duty %r failed", duty)
+            self._failing.add(duty)
+        else:
+            self._failing.discard(duty)
+
+    def _every(self, duty: str, interval: float, tick: Tick) -> bool:
+        """True when ``duty`` is due (always after a gap); then it is due again in ``interval``."""
+        if tick.gap is None and tick.clocks.monotonic < self._due.get(duty, 0.0):
+            return False
+        self._due[duty] = tick.clocks.monotonic + interval
+        return True
 
     @staticmethod
-    def _explain_gap(before: tuple, after: tuple, interval: float) -> str | None:
+    def _explain_gap(before: Clocks, after: Clocks, interval: float) -> str | None:
         """A suspend or a freeze between two readings of the clocks: why, or None."""
-        d_mono, d_elapsed, d_wall = (a - b for a, b in zip(after, before))
+        d_mono = after.monotonic - before.monotonic
         # Linux: elapsed (CLOCK_BOOTTIME) minus monotonic is time suspended. Elsewhere the
         # wall clock is the only clock that counts sleep, so a wall jump reads as a suspend.
-        suspended = d_elapsed - d_mono if clock.HAS_BOOTTIME else d_wall - d_mono
-        if suspended > GAP:
+        if clock.HAS_BOOTTIME:
+            suspended = (after.elapsed - before.elapsed) - d_mono
+        else:
+            suspended = (after.wall - before.wall) - d_mono
+        if suspended > timing.GAP:
             return f"the machine was suspended for {format_duration(suspended)}"
-        if d_mono - interval > GAP:
+        if d_mono - interval > timing.GAP:
             return f"the daemon was frozen for {format_duration(d_mono - interval)}"
         return None
 
-    def _on_fire(self, job_name: str, slots: list[float]) -> None:
-        try:  # runs on APScheduler's thread: never let an error escape into it
-            why = "the scheduler fired late"
-            if len(slots) > 1:  # why several at once? APScheduler may wake before our tick
-                gap, seen_at = self._last_gap
-                recent = gap if clock.monotonic() - seen_at < 10 else None
-                why = self._explain_gap(self._last_tick, self._clocks(), self.tick_interval) or recent or why
-            self.dispatcher.fire(job_name, slots, clock.wall(), why)
-        except Exception:
-            log.exception("fire of %s failed", job_name)
+    # -- the duties -----------------------------------------------------------------------
 
-    def _on_end(self, live, status: str) -> None:
-        self.dispatcher.on_end(live, status)
-        self.notifier.run_ended(live.job.name, live.run_id, status)
-
-    def _serve_requests(self, now: float) -> None:
-        for request in store.take_requests(now):
+    def _requests(self, tick: Tick) -> None:
+        """trigger / cancel requests from the CLI."""
+        for request in store.take_requests(tick.now):
             if request.kind == "trigger":
                 job = self.config.job(request.job)
                 if job is None:
@@ -209,55 +240,85 @@ class Daemon:
                 store.answer_request(request.id, result_run_id=outcome.run_id, error=error)
             elif request.kind == "cancel":
                 store.answer_request(
-                    request.id, result_run_id=request.run_id, error=self._cancel(request.run_id, now)
+                    request.id, result_run_id=request.run_id, error=self._cancel(request.run_id, tick.now)
                 )
 
-    def _cancel(self, run_id: int, now: float) -> str:
-        live = self.runner.get(run_id)
-        if live is not None:
-            live.abort(RunCancelled, "cancelled on request")
-            return ""
-        status = store.run_status(run_id)
-        if status is None:
-            return f"no run with id {run_id}"
-        if status != "running":
-            return f"run {run_id} is not live (it is {status})"
-        orphans = {
-            o.id: o
-            for o in reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
-        }
-        if run_id in orphans:
-            store.finish_abandoned(
-                run_id, "cancelled", f"cancelled on request ({orphans[run_id].reason})", now
+    def _deadlines(self, tick: Tick) -> None:
+        """Runs overdue by elapsed time (the Timer misses time asleep); runs past their grace."""
+        self.runner.watch()
+
+    def _pending_ends(self, tick: Tick) -> None:
+        """Ends the database refused so far, written until they land."""
+        self.runner.record_pending()
+
+    def _retries(self, tick: Tick) -> None:
+        self.dispatcher.tick(tick.now)
+
+    def _heartbeats(self, tick: Tick) -> None:
+        """Our heartbeats; a run whose end someone else recorded is stopped here."""
+        if not self._every("heartbeats", self.config.daemon.heartbeat_interval, tick):
+            return
+        ids = [r.run_id for r in self.runner.live_runs() + self.runner.pending_ends()]
+        for run_id in store.heartbeat(self.instance, ids, tick.now):
+            self.runner.disown(run_id, store.run_status(run_id))
+
+    def _reaper(self, tick: Tick) -> None:
+        if self._every("reaper", self.config.daemon.reaper_interval, tick):
+            self._reap(tick.now)
+
+    def _recovery(self, tick: Tick) -> None:
+        """Slots missed while asleep, frozen, or while the database refused writes."""
+        if self.dispatcher.has_unrecorded():
+            self.dispatcher.recover_unrecorded(tick.now)
+        if tick.gap:
+            # Missed slots from the ledger, by elapsed-time-aware wall clock; then wake
+            # APScheduler, whose monotonic wait would otherwise end late.
+            self.dispatcher.recover_missed(tick.now, tick.gap, since=self.started_at)
+            self.scheduler.wakeup()
+
+    def _database_file(self, tick: Tick) -> None:
+        """A database file deleted or replaced under us: stop, so the service manager
+        restarts us on the file now there. (stat only: reopening the file would drop
+        SQLite's POSIX locks on it.)"""
+        if not self._every("database_file", timing.DATABASE_CHECK, tick):
+            return
+        now_there = self._stat_database()
+        if now_there != self._database_id:
+            what = "deleted" if now_there is None else "replaced"
+            log.error(
+                "the database file %s was %s under the running daemon; stopping (exit 1)",
+                self.config.daemon.database,
+                what,
+                extra={"event": "daemon.database_gone"},
             )
-            return ""
-        return f"run {run_id} belongs to a live foreground `beaconlite run`: interrupt that process"
+            self.request_stop(1)
 
-    def _reap(self, now: float) -> None:
-        orphans = reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
-        grace = self.config.daemon.abort_grace
-        for row in store.live_runs(self.instance):
-            # Our own rows are judged by their deadline only; a thread still alive is aborted
-            # (its grace timer records it), a row no thread serves is flipped here.
-            if row.deadline_at + grace < now and self.runner.get(row.id) is None:
-                orphans.append(
-                    reaper.Orphan(row.id, row.job, row.started_at, "past its deadline and no longer running")
+    def _leaks(self, tick: Tick) -> None:
+        """Leaked threads: published for health; too many, and we restart to reclaim them."""
+        leaked = self.runner.leaked_threads()
+        if leaked != self._leaked_written:
+            store.set_leaked_threads(self.instance, leaked)
+            self._leaked_written = leaked
+        settings = self.config.daemon
+        if leaked and (leaked >= settings.max_leaked_threads or leaked >= settings.max_concurrent_runs):
+            if not self._stop:
+                log.error(
+                    "restarting to reclaim %d leaked thread(s) (max_leaked_threads = %d)",
+                    leaked,
+                    settings.max_leaked_threads,
+                    extra={"event": "daemon.leaks"},
                 )
-        reaper.reap(orphans, now)
+            self.request_stop(1)
 
-    def _prune_in_background(self, before: float) -> None:
-        def prune():
-            try:
-                count = store.prune(before)
-                log.info("pruned %d finished run(s) older than keep_history", count, extra={"event": "prune"})
-            except Exception:
-                log.exception("prune failed")
-            finally:
-                store.db.close()
+    def _prune(self, tick: Tick) -> None:
+        keep = self.config.daemon.keep_history
+        if "prune" not in self._due:  # the first prune comes a minute after the start
+            self._due["prune"] = tick.clocks.monotonic + timing.FIRST_PRUNE
+        if keep and tick.clocks.monotonic >= self._due["prune"]:
+            self._due["prune"] = tick.clocks.monotonic + timing.PRUNE_EVERY
+            self._prune_in_background(tick.now - keep)
 
-        threading.Thread(target=prune, name="prune", daemon=True).start()
-
-    def _publish(self) -> None:
+    def _publish(self, tick: Tick | None) -> None:
         """The job list and next fire times, for `status` (written only when they change)."""
         nxt = self.scheduler.next_fire_times()
         states = [
@@ -273,6 +334,82 @@ class Daemon:
         if key != self._published:
             store.save_job_states(states)
             self._published = key
+
+    # -- helpers of the duties ------------------------------------------------------------
+
+    def _stat_database(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.config.daemon.database)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _on_fire(self, job_name: str, slots: list[float]) -> None:
+        try:  # runs on APScheduler's thread: never let an error escape into it
+            why = "the scheduler fired late"
+            if len(slots) > 1:  # why several at once? APScheduler may wake before our tick
+                gap, seen_at = self._last_gap
+                recent = gap if clock.monotonic() - seen_at < 10 else None
+                why = self._explain_gap(self._last, Clocks.read(), self.tick_interval) or recent or why
+            with store.patience(timing.FIRE_WRITE_WAIT):
+                self.dispatcher.fire(job_name, slots, clock.wall(), why)
+        except Exception:
+            log.exception("fire of %s failed", job_name)
+
+    def _on_end(self, live, status: str) -> None:
+        self.dispatcher.on_end(live, status)
+        self.notifier.run_ended(live.job.name, live.run_id, status)
+
+    def _cancel(self, run_id: int, now: float) -> str:
+        live = self.runner.get(run_id)
+        if live is not None:
+            live.abort(RunCancelled, "cancelled on request")
+            return ""
+        status = store.run_status(run_id)
+        if status is None:
+            return f"no run with id {run_id}"
+        if status != "running":
+            return f"run {run_id} is not live (it is {status})"
+        if any(r.run_id == run_id for r in self.runner.pending_ends()):
+            return f"run {run_id} has ended; its end is not written yet"
+        orphans = {
+            o.id: o
+            for o in reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
+        }
+        if run_id in orphans:
+            store.finish_abandoned(
+                run_id, "cancelled", f"cancelled on request ({orphans[run_id].reason})", now
+            )
+            return ""
+        return f"run {run_id} belongs to a live foreground `beaconlite run`: interrupt that process"
+
+    def _reap(self, now: float) -> None:
+        orphans = reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
+        grace = self.config.daemon.abort_grace
+        mine = {r.run_id for r in self.runner.live_runs() + self.runner.pending_ends()}
+        for row in store.live_runs(self.instance):
+            # Our own rows are judged by their deadline only; a thread still alive is aborted
+            # (its grace timer records it), a row no thread serves is flipped here.
+            if row.deadline_at + grace < now and row.id not in mine:
+                orphans.append(
+                    reaper.Orphan(row.id, row.job, row.started_at, "past its deadline and no longer running")
+                )
+        reaper.reap(orphans, now)
+
+    def _prune_in_background(self, before: float) -> None:
+        def prune():
+            try:
+                count = store.prune(before)
+                log.info("pruned %d finished run(s) older than keep_history", count, extra={"event": "prune"})
+            except Exception:
+                log.exception("prune failed")
+            finally:
+                store.close()
+
+        try:
+            threading.Thread(target=prune, name="prune", daemon=True).start()
+        except RuntimeError as e:
+            log.warning("cannot start the prune thread: %s; trying again tomorrow", e)
 
     def _status_line(self) -> str:
         live = len(self.runner.live_runs())
@@ -297,10 +434,13 @@ class Daemon:
         self.dispatcher.reconfigure(config)
         self.notifier.config = config
         self.scheduler.sync(config.jobs)
-        self._publish()
+        with store.patience(timing.TICK_WRITE_WAIT):
+            self._perform("publish", Tick(Clocks.read(), None))
         log.info("config reloaded: %d job(s)", len(config.jobs), extra={"event": "daemon.reload"})
 
     def _shutdown(self) -> None:
+        """Stop firing, end every run, write what can be written within a bound, and keep
+        the rest in the journal. Never raises: the exit code says whether all ends landed."""
         sdnotify.notify("STOPPING=1")
         settings = self.config.daemon
         log.info(
@@ -309,33 +449,74 @@ class Daemon:
             settings.on_stop,
             extra={"event": "daemon.stop"},
         )
-        self.scheduler.shutdown()
-        self.dispatcher.drop_pending("the daemon is stopping", clock.wall())
-        if settings.on_stop == "cancel":
-            self.runner.abort_all("daemon stopping")
-            self._wait_for_runs(settings.abort_grace)
-            for live in self.runner.live_runs():
-                live.kill_process()
-                self.runner.give_up(live)
-        else:
-            self._wait_for_runs(None)  # each run ends by its deadline (+ grace) at the latest
-        store.stop_instance(self.instance, clock.wall())
-        store.save_job_states(
-            [
-                {**s, "next_run_at": None}
-                for s in (
-                    {"name": j.name, "schedule": j.schedule, "enabled": int(j.enabled)}
-                    for j in self.config.jobs
-                )
-            ]
+        unwritten: list[dict] = []
+        try:
+            self.scheduler.shutdown()
+            with store.patience(timing.FIRE_WRITE_WAIT):
+                unwritten += self.dispatcher.drop_pending("the daemon is stopping", clock.wall())
+            if settings.on_stop == "cancel":
+                self.runner.abort_all("daemon stopping")
+                self._wait_for_runs(settings.abort_grace)
+                for live in self.runner.live_runs():
+                    live.kill_process()
+                    self.runner.give_up(live)
+            else:
+                self._wait_for_runs(None)  # each run ends by its deadline (+ grace) at the latest
+            self._write_pending_ends(timing.STOP_WRITE_WAIT)
+            unwritten += [journal.end_entry(live.run_id, live.verdict) for live in self.runner.pending_ends()]
+            if unwritten:
+                self._keep_unwritten(unwritten)
+            with store.patience(timing.TICK_WRITE_WAIT):
+                self._mark_stopped()
+        except Exception:  # a loop boundary of its own: the stop must end
+            log.exception("stop failed")
+            self.exit_code = max(self.exit_code, 1)
+        finally:
+            store.close()
+            self.lock.release()
+        log.info("stopped (exit %d)", self.exit_code, extra={"event": "daemon.stopped"})
+
+    def _write_pending_ends(self, limit: float) -> None:
+        until = clock.monotonic() + limit
+        while self.runner.pending_ends() and clock.monotonic() < until:
+            with store.patience(min(1.0, max(0.0, until - clock.monotonic()))):
+                self.runner.record_pending()
+            if self.runner.pending_ends():
+                time.sleep(0.1)
+
+    def _keep_unwritten(self, entries: list[dict]) -> None:
+        self.exit_code = max(self.exit_code, 1)
+        runs = [str(e["run_id"]) for e in entries if e["kind"] == "end"]
+        skips = sum(1 for e in entries if e["kind"] == "skip")
+        kept = journal.write(
+            self.config.daemon.database, entries, store.file_mode(self.config.daemon.group_access)
         )
-        store.close()
-        self.lock.release()
-        log.info("stopped", extra={"event": "daemon.stopped"})
+        log.error(
+            "could not write the end of run(s) %s and %d skipped row(s): %s; %s",
+            ", ".join(runs) or "-",
+            skips,
+            store.outage.cause or "the database refused the writes",
+            "kept them for the next start" if kept else "the next start's reaper will record the runs",
+            extra={"event": "daemon.unrecorded"},
+        )
+
+    def _mark_stopped(self) -> None:
+        try:
+            store.stop_instance(self.instance, clock.wall())
+            store.save_job_states(
+                [
+                    {"name": j.name, "schedule": j.schedule, "enabled": int(j.enabled), "next_run_at": None}
+                    for j in self.config.jobs
+                ]
+            )
+        except WriteFailed as e:  # the next start sees the lock free: this instance is gone
+            log.warning("could not mark this instance stopped: %s", e)
 
     def _wait_for_runs(self, limit: float | None) -> None:
         deadline = None if limit is None else clock.monotonic() + limit
         while self.runner.live_runs():
             if deadline is not None and clock.monotonic() >= deadline:
                 return
+            if limit is None:
+                self.runner.watch()  # "finish": the deadlines and their grace still hold
             time.sleep(0.02)

@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from beaconlite import clock, store
+from beaconlite import clock, journal, store
 from beaconlite.config import Config, JobSpec, resolve_timezone
-from beaconlite.errors import RunCancelled, SlotTaken
+from beaconlite.errors import RunCancelled, SlotTaken, WriteFailed
 from beaconlite.output import iso
 from beaconlite.runner import LiveRun, Runner
 from beaconlite.schedule import due_slots, parse_schedule
@@ -55,6 +55,10 @@ class Dispatcher:
         self._lock = threading.RLock()
         self._queued: dict[str, Fire] = {}  # one held fire per job (overlap = "queue")
         self._retries: list[tuple[float, Fire]] = []  # (due, by elapsed time; the fire)
+        # Jobs whose due slots could not be recorded (the database refused writes): the
+        # first such slot and why. Their later fires wait here too, until the tick's
+        # recover_unrecorded() accounts for all of them as for downtime.
+        self._unrecorded: dict[str, tuple[float, str]] = {}
 
     def reconfigure(self, config: Config) -> None:
         with self._lock:
@@ -73,11 +77,40 @@ class Dispatcher:
             job = self.config.job(job_name)
             if job is None or not job.enabled or self.stopping:
                 return
+            if store.outage.active or job.name in self._unrecorded:
+                self._defer(job.name, slots[0], store.outage.cause or "the database refused a write")
+                return
             if len(slots) > 1:  # one on-time slot needs no look-up: its run row is unique
                 started = store.last_started_slot(job.name)
                 slots = [s for s in slots if started is None or s > started]
             if slots:
                 self._fire(job, slots, now, why_late, more)
+
+    def _defer(self, job: str, first_slot: float, cause: str) -> None:
+        known = self._unrecorded.get(job)
+        if known is None or first_slot < known[0]:
+            self._unrecorded[job] = (first_slot, known[1] if known else cause)
+        log.debug("%s: slot %s not recorded yet: %s", job, iso(first_slot), cause)
+
+    def recover_unrecorded(self, now: float) -> None:
+        """Account for the slots that came due while no write could land, as for downtime:
+        the latest may run, the others are one skipped row per job naming the real cause."""
+        with self._lock:  # no fire of these jobs slips in between (it would move the ledger)
+            for name, (first, cause) in sorted(self._unrecorded.items()):
+                job = self.config.job(name)
+                del self._unrecorded[name]
+                if job is None or not job.enabled or not job.schedule:
+                    continue
+                slots, more = due_slots(parse_schedule(job.schedule), self.tz, first - 0.001, now)
+                started = store.last_started_slot(job.name)
+                slots = [s for s in slots if started is None or s > started]
+                if slots:
+                    self._fire(job, slots, now, f"the database was not writable: {cause}", more)
+                if name in self._unrecorded:  # refused again: the next tick tries again
+                    return
+
+    def has_unrecorded(self) -> bool:
+        return bool(self._unrecorded)
 
     def _fire(self, job: JobSpec, slots: list[float], now: float, why_late: str, more: bool) -> None:
         latest, late = slots[-1], now - slots[-1]
@@ -104,9 +137,17 @@ class Dispatcher:
                 else f"between {iso(missed[0])} and {iso(last)}"
             )
             tail = "" if trigger else f"; catch_up = false and the latest is {format_duration(late)} late"
-            self._skip(job, missed[0], f"missed {count} fire(s) {span}: {why_late}{tail}", now)
+            reason = f"missed {count} fire(s) {span}: {why_late}{tail}"
+            try:
+                self._skip(job, missed[0], reason, now, slots=len(missed), last_slot=last)
+            except WriteFailed as e:
+                self._defer(job.name, slots[0], e.cause)
+                return
         if trigger:
-            self.start(Fire(job.name, latest, trigger), now)
+            try:
+                self.start(Fire(job.name, latest, trigger), now)
+            except WriteFailed as e:
+                self._defer(job.name, latest, e.cause)
 
     def recover_missed(self, now: float, why: str, since: float | None = None) -> None:
         """Each job's slots missed since its ledger mark (the last slot dealt with), or since
@@ -153,11 +194,13 @@ class Dispatcher:
                     return Outcome(None, queued=True)
                 mine[0].abort(RunCancelled, f"replaced by a newer run ({fire.trigger})")
                 live.remove(mine[0])
-            if len(live) >= self.config.daemon.max_concurrent_runs:
+            leaked = self.runner.leaked_threads()  # a stuck thread holds a place all the same
+            if len(live) + leaked >= self.config.daemon.max_concurrent_runs:
+                held = f" and {leaked} leaked thread(s)" if leaked else ""
                 return self._skip(
                     job,
                     fire.slot,
-                    f"capacity: {len(live)} runs live "
+                    f"capacity: {len(live)} runs live{held} "
                     f"(max_concurrent_runs = {self.config.daemon.max_concurrent_runs})",
                     now,
                     fire,
@@ -177,9 +220,19 @@ class Dispatcher:
                 return outcome
         return outcome
 
-    def _skip(self, job: JobSpec, slot: float, reason: str, now: float, fire: Fire | None = None) -> Outcome:
+    def _skip(
+        self,
+        job: JobSpec,
+        slot: float,
+        reason: str,
+        now: float,
+        fire: Fire | None = None,
+        slots: int = 1,
+        last_slot: float | None = None,
+    ) -> Outcome:
+        """Record a skipped row (WriteFailed when the database refuses it)."""
         trigger, attempt = (fire.trigger, fire.attempt) if fire else ("schedule", 1)
-        run_id = store.record_skipped(job.name, slot, reason, now, trigger, attempt)
+        run_id = store.record_skipped(job.name, slot, reason, now, trigger, attempt, slots, last_slot)
         if run_id is not None and self.on_skip is not None:
             self.on_skip(job.name, run_id, "skipped")
         log.info(
@@ -211,26 +264,47 @@ class Dispatcher:
                 )
             queued = self._queued.pop(job.name, None)
         if queued is not None:
-            self.start(queued, clock.wall())
+            try:
+                self.start(queued, clock.wall())
+            except WriteFailed:
+                with self._lock:  # the database refused: hold it for the next run's end
+                    self._queued.setdefault(job.name, queued)
 
     def tick(self, now: float) -> None:
-        """Start the retries that are due."""
+        """Start the retries that are due (one the database refused waits for the next tick)."""
         with self._lock:
             elapsed = clock.elapsed()
-            due = [f for at, f in self._retries if at <= elapsed]
+            due = [(at, f) for at, f in self._retries if at <= elapsed]
             self._retries = [(at, f) for at, f in self._retries if at > elapsed]
-        for fire in due:
-            self.start(fire, now)
+        for index, (_, fire) in enumerate(due):
+            try:
+                self.start(fire, now)
+            except WriteFailed:
+                with self._lock:
+                    self._retries += due[index:]
+                raise
 
-    def drop_pending(self, reason: str, now: float) -> None:
-        """At stop: held fires and pending retries do not survive; each becomes a skip."""
+    def drop_pending(self, reason: str, now: float) -> list[dict]:
+        """At stop: held fires and pending retries do not survive; each becomes a skip.
+
+        Returns journal entries for the skips the database refused.
+        """
         with self._lock:
             self.stopping = True
             pending = list(self._queued.values()) + [f for _, f in self._retries]
             self._queued.clear()
             self._retries.clear()
+        refused = []
         for fire in pending:
             job = self.config.job(fire.job)
             if job is not None:
                 what = "pending retry" if fire.trigger == "retry" else "queued fire"
-                self._skip(job, fire.slot, f"{what} dropped: {reason}", now, fire)
+                try:
+                    self._skip(job, fire.slot, f"{what} dropped: {reason}", now, fire)
+                except WriteFailed:
+                    refused.append(
+                        journal.skip_entry(
+                            job.name, fire.slot, f"{what} dropped: {reason}", now, fire.trigger, fire.attempt
+                        )
+                    )
+        return refused

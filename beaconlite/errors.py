@@ -29,6 +29,27 @@ class LockHeld(Refused):
         super().__init__(f"{path} is locked by a running daemon ({holder})")
 
 
+class WriteFailed(BeaconError):
+    """The database refused a write (locked past our patience, disk full, I/O error).
+
+    ``cause`` is SQLite's own words ("database or disk is full"): what the log and the
+    skip reasons name, never a secondary error from cleaning up after it.
+    """
+
+    def __init__(self, cause: str):
+        self.cause = cause
+        super().__init__(cause)
+
+
+class RunEnded(BeaconError):
+    """A write for a run that is no longer live: someone else recorded its end."""
+
+    def __init__(self, run_id: int, status: str | None):
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"run {run_id} was already recorded as {status or 'gone'}")
+
+
 class SlotTaken(BeaconError):
     """(job, scheduled_at, attempt) already has a run: a slot starts at most once."""
 

@@ -11,9 +11,9 @@ import signal
 import socket
 import threading
 
-from beaconlite import __version__, clock, store
+from beaconlite import __version__, clock, store, timing
 from beaconlite.config import Config, JobSpec, import_paths, resolve_target
-from beaconlite.errors import ConfigError, RunCancelled
+from beaconlite.errors import ConfigError, RunCancelled, WriteFailed
 from beaconlite.lock import DaemonLock
 from beaconlite.runner import Runner
 
@@ -49,7 +49,13 @@ def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
 
     def beat():
         while not stop_beats.wait(config.daemon.heartbeat_interval):
-            store.heartbeat(instance, [live.run_id], clock.wall())
+            try:
+                with store.patience(timing.TICK_WRITE_WAIT):
+                    for run_id in store.heartbeat(instance, [live.run_id], clock.wall()):
+                        runner.disown(run_id, store.run_status(run_id))
+                    runner.record_pending()
+            except WriteFailed:
+                pass  # logged once by the store; the run goes on
         store.close()
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
@@ -58,14 +64,31 @@ def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
         sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        while not live.ended.wait(0.2):
-            pass
+        while live.verdict is None:
+            live.ended.wait(0.2)
     except KeyboardInterrupt:
         live.abort(RunCancelled, "cancelled by the user (interrupt)")
-        live.ended.wait()  # bounded: the runner records it itself after abort_grace
+        while live.verdict is None:  # bounded: the runner records it itself after abort_grace
+            runner.watch()
+            live.ended.wait(0.1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        stop_beats.set()
-        store.stop_instance(instance, clock.wall())
-    return live.run_id, store.run_status(live.run_id) or "error"
+    # The end is decided; the database may still refuse it for a while.
+    until = clock.monotonic() + timing.STOP_WRITE_WAIT
+    while not live.ended.is_set() and clock.monotonic() < until:
+        with store.patience(1.0):
+            runner.record_pending()
+        live.ended.wait(0.2)
+    stop_beats.set()
+    try:
+        with store.patience(timing.TICK_WRITE_WAIT):
+            store.stop_instance(instance, clock.wall())
+    except WriteFailed:
+        pass
+    if not live.ended.is_set():
+        raise WriteFailed(
+            f"run {live.run_id} ended {live.verdict.status}, but the database refused to record it "
+            f"({store.outage.cause}); the reaper will record it as an orphan"
+        )
+    return live.run_id, store.run_status(live.run_id) or live.verdict.status

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from beaconlite import store
+from beaconlite import store, timing
 from beaconlite.units import format_duration
 
 DAY = 86400.0
-# A run past its deadline is only a problem once the runner should have recorded it:
-# abort_grace, plus SIGTERM-to-SIGKILL for a command, plus a tick.
-RECORDING_SLACK = 5.0 + 2.0
 METRICS = (
     "daemon_heartbeat_age_s",
     "live_runs",
@@ -53,7 +50,7 @@ def check(
         )
     live = store.live_runs()
     past = [r for r in live if r.deadline_at is not None and r.deadline_at < now]
-    stuck = [r for r in past if r.deadline_at + abort_grace + RECORDING_SLACK < now]
+    stuck = [r for r in past if r.deadline_at + abort_grace + timing.RECORDING_SLACK < now]
     if stuck:
         problems.append(
             f"{len(stuck)} live run(s) past their deadline: "

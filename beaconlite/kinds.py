@@ -15,18 +15,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from beaconlite import clock, store
+from beaconlite import timing
 from beaconlite.config import Check, JobSpec, resolve_target
 from beaconlite.errors import StepFailed
+from beaconlite.verdict import StepRecord
 
 if TYPE_CHECKING:
     from beaconlite.context import RunContext
     from beaconlite.runner import LiveRun
 
 OUTPUT_TAIL = 64 * 1024
-# After the command's own process exits, how long a grandchild that inherited its stdout may
-# keep the pipe open before the rest of the process group is killed.
-PIPE_LINGER = 0.5
 
 
 def run_python(job: JobSpec, ctx: RunContext, live: LiveRun) -> Any:
@@ -110,7 +108,7 @@ def _pump(proc: subprocess.Popen, tail: Tail, live: LiveRun) -> int:
             tail.add(chunk)
         if exited_at is None and proc.poll() is not None:
             exited_at = time.monotonic()
-        if exited_at is not None and time.monotonic() - exited_at > PIPE_LINGER:
+        if exited_at is not None and time.monotonic() - exited_at > timing.PIPE_LINGER:
             break  # a grandchild holds the pipe: do not let it hold the run
         live.enforce_deadline()  # the Timer does not count time asleep; elapsed time does
     return proc.wait()
@@ -126,10 +124,10 @@ def run_checks(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
             with ctx.step(check.name):
                 _check(check, job, ctx)
     finally:
-        # Checks the run ended before: "skipped" steps, so the record shows every check.
-        unreached = job.checks[len(ctx.findings.steps) :]
-        if unreached and not live.ended.is_set():
-            store.add_skipped_steps(live.run_id, [c.name for c in unreached], clock.wall())
+        # Checks the run ended before: "skipped" steps (written with the run's end), so
+        # the record shows every check.
+        for check in job.checks[len(ctx.findings.steps) :]:
+            ctx.findings.steps.append(StepRecord(live.redact(check.name), status="skipped"))
     return {"checks": len(job.checks)}
 
 

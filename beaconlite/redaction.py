@@ -24,12 +24,23 @@ class Redactor:
     def __call__(self, text: str | None) -> str | None:
         if not text:
             return text
+        text = scrub(text)
         for secret in self.secrets:
             text = text.replace(secret, MASK)
         return _URL_CREDENTIALS.sub(MASK + "@", text)
 
 
+def scrub(text: str) -> str:
+    """Text that can be stored and printed: lone surrogates (which UTF-8 cannot encode, so
+    SQLite and a log stream would refuse the whole string) become visible escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def one_line(text: str, limit: int = 500) -> str:
     """An error for a row or a log line: one line, bounded."""
-    text = " ".join(str(text).split())
+    text = " ".join(scrub(str(text)).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -5,6 +5,12 @@ cancel, replace, stop) sets the run's abort flag, breaks off its HTTP and signal
 process group; if the run still has not ended ``abort_grace`` later, the runner records its
 status itself, logs where the thread is stuck, and counts it as leaked. Nothing ever waits
 on a leaked thread.
+
+Every ending goes through ``Runner.end``: the run's own thread returning or raising, a
+give-up, a thread that could not start. It decides once; a later finisher changes nothing.
+When the database refuses the write, the verdict is kept (a *pending end*) and the daemon's
+tick writes it until it lands: the run no longer counts as live, and the status finally
+written is the true one.
 """
 
 from __future__ import annotations
@@ -15,55 +21,40 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from beaconlite import clock, kinds, store
+from beaconlite import clock, kinds, store, timing
 from beaconlite.config import Config, JobSpec, import_paths
-from beaconlite.context import Findings, RunContext
-from beaconlite.errors import RunAborted, RunCancelled, RunTimeout, StepFailed
+from beaconlite.context import RunContext
+from beaconlite.errors import RunAborted, RunCancelled, RunTimeout, WriteFailed
 from beaconlite.redaction import Redactor, one_line
 from beaconlite.units import format_duration
+from beaconlite.verdict import Findings, describe_exception, from_steps, summary_json
 
 log = logging.getLogger(__name__)
 
-KILL_AFTER = 5.0  # SIGTERM to the process group, then SIGKILL this much later
-OK = ("success", "warning")
 
+@dataclass
+class Verdict:
+    """How a run ended, kept until its row says so."""
 
-def verdict(findings: Findings, min_success_rate: float) -> tuple[str, str | None]:
-    """The run's status from its ended steps (SPEC section 3) and its error line."""
-    steps = findings.steps
-    if not steps:
-        return ("warning", None) if findings.warnings else ("success", None)
-    ok = sum(1 for s in steps if s.status in OK)
-    failed = [s for s in steps if s.status not in OK]
-    rate = ok / len(steps)
-    first = f": {failed[0].name}: {failed[0].error}" if failed and failed[0].error else ""
-    if rate < min_success_rate:
-        return "error", f"{len(failed)} of {len(steps)} steps failed{first}"
-    if failed:
-        return "warning", (
-            f"{len(failed)} of {len(steps)} steps failed (success rate "
-            f"{rate:.2f} >= {min_success_rate:g}){first}"
-        )
-    if findings.warnings or any(s.status == "warning" for s in steps):
-        return "warning", None
-    return "success", None
+    status: str
+    error: str | None = None
+    summary: str | None = None  # JSON text
+    output: str | None = None
+    finished_at: float = 0.0
+    duration_s: float | None = None
+    suspended_s: float | None = None
+    steps: list[dict] = field(default_factory=list)  # step rows the database refused so far
 
 
 class LiveRun:
     """A run in this process: its abort state, its thread, its HTTP and its process."""
 
-    def __init__(
-        self,
-        runner: Runner,
-        run_id: int,
-        job: JobSpec,
-        trigger: str,
-        scheduled_at: float,
-        attempt: int,
-        started_at: float,
-    ):
+    def __init__(self, runner: Runner, run_id: int, job: JobSpec, trigger: str, scheduled_at: float,
+                 attempt: int, started_at: float):  # fmt: skip
         self.runner = runner
         self.run_id = run_id
         self.job = job
@@ -77,10 +68,15 @@ class LiveRun:
         self.deadline_elapsed = self.started_elapsed + job.timeout
         self.import_paths = import_paths(runner.config)  # the config it started under
         self.redactor = Redactor(runner.config.secrets)
+        self.abort_grace = runner.config.daemon.abort_grace
         self.aborted: RunAborted | None = None
+        self.aborted_elapsed: float | None = None
         self.work_done = False
-        self.ended = threading.Event()  # the row is terminal (by the thread or by give-up)
+        self.disowned: str | None = None  # the status someone else recorded for it
+        self.verdict: Verdict | None = None  # decided (recorded, or pending)
+        self.ended = threading.Event()  # the row is terminal (or lost to someone else)
         self.output: str | None = None
+        self.findings = Findings()
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._process = None
@@ -93,6 +89,7 @@ class LiveRun:
         return self.redactor(text)
 
     def http_session(self):
+        self.checkpoint()  # no session, and so no request, for a run that has ended
         with self._lock:
             if self._session is None:
                 from beaconlite.http import RunSession
@@ -116,10 +113,13 @@ class LiveRun:
             self.abort(RunTimeout, f"deadline of {format_duration(self.job.timeout)} passed")
 
     def checkpoint(self) -> None:
+        """Raise the abort when due; once the run has ended, always raise."""
         self.enforce_deadline()
         aborted = self.aborted
         if aborted is not None:
             raise type(aborted)(aborted.reason)
+        if self.work_done or self.verdict is not None:
+            raise RunAborted("the run has ended")
 
     def attach_process(self, proc) -> None:
         with self._lock:
@@ -135,96 +135,148 @@ class LiveRun:
         if process is not None:
             kinds.kill_group(process.pid, signal.SIGKILL)
 
-    def finish_work(self) -> bool:
-        """The work ended: from now on an abort has nothing to stop. False if it came first."""
+    def finish_work(self) -> None:
+        """The work ended: from now on an abort has nothing to stop."""
         with self._lock:
-            if self.aborted is None:
-                self.work_done = True
-            return self.work_done
+            self.work_done = True
 
     # -- what other threads call ----------------------------------------------------------
 
     def abort(self, kind: type[RunAborted], reason: str) -> bool:
         """Stop the run: flag, HTTP break-off, process-group SIGTERM (SIGKILL 5 s later)."""
         with self._lock:
-            if self.aborted is not None or self.work_done or self.ended.is_set():
+            if self.aborted is not None or self.work_done or self.verdict is not None:
                 return False
             self.aborted = kind(reason)
+            self.aborted_elapsed = clock.elapsed()
             session, process = self._session, self._process
         log.info(
-            "run %d (%s) aborted: %s",
-            self.run_id,
-            self.job.name,
+            "%s: aborted: %s",
+            self.label,
             reason,
             extra={"event": "run.abort", "job": self.job.name, "run_id": self.run_id},
         )
         if session is not None:
             session.break_off()
-        grace = self.runner.config.daemon.abort_grace
         if process is not None:
             kinds.kill_group(process.pid, signal.SIGTERM)
-            self._later(KILL_AFTER, kinds.kill_group, process.pid, signal.SIGKILL)
-            grace += KILL_AFTER
-        self._later(grace, self.runner.give_up, self)
+            self._later(timing.KILL_AFTER, kinds.kill_group, process.pid, signal.SIGKILL)
+        # The tick gives up on it too (Runner.watch): this timer only makes it prompt.
+        self._later(self.give_up_after(), self.runner.give_up, self)
         return True
 
+    def give_up_after(self) -> float:
+        return self.abort_grace + (timing.KILL_AFTER if self._process is not None else 0.0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.job.name} #{self.run_id}"
+
     def _later(self, delay: float, fn: Callable, *args) -> None:
+        """A timer thread; when none can start, the tick's watch does the same job later."""
+
         def fire():
             try:
                 fn(*args)
             finally:
                 store.close()  # a timer thread may have opened a connection; it ends here
 
-        timer = threading.Timer(delay, fire)
+        timer = threading.Timer(max(0.0, delay), fire)
         timer.daemon = True
         timer.name = f"run-{self.run_id}-timer"
+        try:
+            timer.start()
+        except RuntimeError:
+            log.warning("%s: cannot start a timer thread; the tick will act instead", self.label)
+            return
         self._timers.append(timer)
-        timer.start()
 
     def cancel_timers(self) -> None:
         for timer in self._timers:
             timer.cancel()
 
 
+class CannotStart(Exception):
+    """A thread the run needs could not start."""
+
+
+@contextmanager
+def deadline_scope(live: LiveRun):
+    """The run's deadline Timer for the duration of the block; its exit always cancels it."""
+    timer = threading.Timer(
+        max(0.0, live.deadline_elapsed - clock.elapsed()),
+        live.abort,
+        (RunTimeout, f"deadline of {format_duration(live.job.timeout)} passed"),
+    )
+    timer.daemon = True
+    timer.name = f"run-{live.run_id}-deadline"
+    try:
+        timer.start()
+    except RuntimeError as e:
+        raise CannotStart(f"cannot start a thread: {e}") from None
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 class Runner:
-    """Starts runs and keeps the live ones; the daemon and `beaconlite run` both use it."""
+    """Starts runs and keeps the live ones; the daemon and `beaconlite run` both use it.
+
+    ``gate``: a lock the scheduler holds while it records a batch of due runs; each run
+    waits on it before doing any work (the daemon's; a foreground run has none).
+    """
 
     def __init__(
-        self, config: Config, instance_id: int | None, on_end: Callable[[LiveRun, str], None] | None = None
+        self,
+        config: Config,
+        instance_id: int | None,
+        on_end: Callable[[LiveRun, str], None] | None = None,
+        gate: threading.Lock | None = None,
     ):
         self.config = config
         self.instance_id = instance_id
         self.on_end = on_end
+        self.gate = gate
         self._lock = threading.Lock()
-        self._live: dict[int, LiveRun] = {}
+        self._live: dict[int, LiveRun] = {}  # working, or aborted and on its way out
+        self._pending: dict[int, LiveRun] = {}  # ended, but the database refused the record
         self._leaked: list[LiveRun] = []
-        self.start_gate = threading.Lock()
 
     def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> LiveRun:
-        """Record the run (SlotTaken if its slot already ran), then start its thread."""
+        """Record the run (SlotTaken if its slot already ran; WriteFailed if the database
+        refused), then start its thread. A thread that cannot start ends the run at once."""
         now = clock.wall()
         run_id = store.start_run(
             job.name, trigger, scheduled_at, attempt, now + job.timeout, self.instance_id, now
         )
         live = LiveRun(self, run_id, job, trigger, scheduled_at, attempt, now)
-        live.thread = threading.Thread(
-            target=self._run, args=(live,), daemon=True, name=f"run-{run_id}-{job.name}"
-        )
         with self._lock:
             self._live[run_id] = live
         log.info(
-            "run %d (%s) started (%s)",
-            run_id,
-            job.name,
+            "%s: started (%s)",
+            live.label,
             trigger,
             extra={"event": "run.start", "job": job.name, "run_id": run_id},
         )
-        live.thread.start()
+        try:
+            live.thread = threading.Thread(
+                target=self._run, args=(live,), daemon=True, name=f"run-{run_id}-{job.name}"
+            )
+            live.thread.start()
+        except RuntimeError as e:
+            live.thread = None
+            self.end(live, self._failed(live, f"cannot start a thread: {e}"))
         return live
 
     def live_runs(self) -> list[LiveRun]:
+        """Runs whose end is not decided yet (pending ends are not live)."""
         with self._lock:
             return list(self._live.values())
+
+    def pending_ends(self) -> list[LiveRun]:
+        with self._lock:
+            return list(self._pending.values())
 
     def get(self, run_id: int) -> LiveRun | None:
         with self._lock:
@@ -232,133 +284,202 @@ class Runner:
 
     def leaked_threads(self) -> int:
         with self._lock:
-            self._leaked = [r for r in self._leaked if r.thread.is_alive()]
+            self._leaked = [r for r in self._leaked if r.thread is not None and r.thread.is_alive()]
             return len(self._leaked)
 
-    def enforce_deadlines(self) -> None:
+    def watch(self) -> None:
+        """The tick's look at live runs: abort the overdue (the Timer misses time asleep) and
+        give up on those aborted longer than their grace ago (in case no timer could start)."""
+        now = clock.elapsed()
         for live in self.live_runs():
             live.enforce_deadline()
+            if live.aborted_elapsed is not None and now - live.aborted_elapsed >= live.give_up_after():
+                self.give_up(live)
 
     def abort_all(self, reason: str) -> None:
         for live in self.live_runs():
             live.abort(RunCancelled, reason)
 
+    def disown(self, run_id: int, status: str | None) -> None:
+        """Someone else recorded this run's end: stop its work and write nothing more for it."""
+        live = self.get(run_id)
+        if live is None:
+            return
+        live.disowned = status or "gone"
+        live.abort(RunCancelled, f"its end was recorded elsewhere as {live.disowned}")
+
     # -- the run thread -------------------------------------------------------------------
 
     def _run(self, live: LiveRun) -> None:
-        with self.start_gate:  # held while the scheduler submits a batch of due runs
-            pass
-        # The deadline Timer is started here, not by the firing thread: one thread start
-        # less on the scheduler's path. Its delay counts from the recorded start.
-        live._later(
-            live.deadline_elapsed - clock.elapsed(),
-            live.abort,
-            RunTimeout,
-            f"deadline of {format_duration(live.job.timeout)} passed",
-        )
-        ctx = RunContext(live)
-        summary: Any = None
-        failure: BaseException | None = None
+        verdict = None
         try:
-            summary = kinds.execute(live.job, ctx, live)
-        except RunAborted:
-            pass
+            if self.gate is not None:
+                with self.gate:  # held while the scheduler records a batch of due runs
+                    pass
+            with deadline_scope(live):
+                summary, failure = self._work(live)
+            verdict = self._decide(live, summary, failure)
+        except CannotStart as e:
+            verdict = self._failed(live, str(e))
+        except BaseException as e:  # beaconlite's own failure: the run still ends
+            log.exception("%s: deciding its end failed", live.label)
+            verdict = self._failed(live, f"beaconlite could not decide the run's end: {type(e).__name__}")
+        finally:
+            try:
+                self.end(live, verdict or self._failed(live, "the run's thread ended without a verdict"))
+            finally:
+                store.close()  # this thread's connection: threads come and go, descriptors must not
+
+    def _work(self, live: LiveRun) -> tuple[Any, BaseException | None]:
+        ctx = RunContext(live)
+        try:
+            return kinds.execute(live.job, ctx, live), None
         except BaseException as e:  # the job's own code: anything at all becomes data
-            failure = e
-            ctx.findings.tracebacks.append(live.redact(traceback.format_exc()))
+            return None, e
+
+    def _decide(self, live: LiveRun, summary: Any, failure: BaseException | None) -> Verdict:
         live.finish_work()
+        findings = live.findings
+        output = live.output
+        summary_text, summary_problem = summary_json(summary)
         if live.aborted is not None:
             status, error = live.aborted.status, live.aborted.reason
         elif failure is not None:
+            # A RunAborted the job raised itself, with no abort pending, is an ordinary error.
             status = "error"
-            error = (
-                str(failure) if isinstance(failure, StepFailed) else (f"{type(failure).__name__}: {failure}")
-            )
+            error, trace = describe_exception(failure)
+            findings.tracebacks.append(trace)
         else:
-            status, error = verdict(ctx.findings, live.job.min_success_rate)
-        live.cancel_timers()
-        output = live.output
-        if live.job.kind != "command" and ctx.findings.tracebacks:
-            output = "\n".join(ctx.findings.tracebacks)[-kinds.OUTPUT_TAIL :]
-        try:
-            self._finish(live, status, error, summary, output)
-        finally:
-            store.close()  # this thread's connection: threads come and go, descriptors must not
+            status, error = from_steps(findings, live.job.min_success_rate)
+            if summary_problem:
+                error = summary_problem if error is None else f"{error}; {summary_problem}"
+                if status == "success":
+                    status = "warning"
+        if live.job.kind != "command" and findings.tracebacks:
+            output = "\n".join(t for t in findings.tracebacks if t)[-kinds.OUTPUT_TAIL :]
+        return self._verdict(live, status, error, summary_text, output)
 
-    def _finish(self, live: LiveRun, status: str, error: str | None, summary, output) -> None:
+    def _failed(self, live: LiveRun, error: str) -> Verdict:
+        return self._verdict(live, "error", error, None, None)
+
+    def _verdict(self, live: LiveRun, status: str, error, summary, output) -> Verdict:
         elapsed = clock.elapsed() - live.started_elapsed
         suspended = elapsed - (clock.monotonic() - live.started_monotonic)
-        try:
-            won = store.finish_run(
-                live.run_id,
-                status,
-                clock.wall(),
-                error=live.redact(one_line(error)) if error else None,
-                summary=summary
-                if isinstance(summary, (dict, list)) or summary is None
-                else {"result": summary},
-                output=live.redact(output),
-                duration_s=round(elapsed, 6),
-                suspended_s=round(suspended, 3) if suspended > 0.5 else None,
+        return Verdict(
+            status=status,
+            error=live.redact(one_line(error)) if error else None,
+            summary=live.redact(summary),
+            output=live.redact(output),
+            finished_at=clock.wall(),
+            duration_s=round(elapsed, 6),
+            suspended_s=round(suspended, 3) if suspended > 0.5 else None,
+            steps=[s.as_row() for s in live.findings.steps if not s.written],
+        )
+
+    # -- the one owner of a run's end -----------------------------------------------------
+
+    def end(self, live: LiveRun, verdict: Verdict) -> None:
+        """Decide the run's end (once: a later finisher changes nothing) and record it."""
+        with live._lock:
+            first = live.verdict is None
+            if first:
+                live.verdict = verdict
+                live.work_done = True
+        if not first:
+            with self._lock:  # a leaked thread that finally ended no longer counts
+                self._leaked = [r for r in self._leaked if r is not live]
+            log.info(
+                "%s: its thread ended after the run was recorded as %s; keeping that",
+                live.label,
+                live.verdict.status,
+                extra={"event": "run.late", "job": live.job.name, "run_id": live.run_id},
             )
-        except Exception:
-            log.exception("run %d (%s): cannot record its end", live.run_id, live.job.name)
-            won = False
+            return
+        live.cancel_timers()
+        with self._lock:
+            self._live.pop(live.run_id, None)
+            self._pending[live.run_id] = live
+        self._record(live)
+
+    def _record(self, live: LiveRun) -> bool:
+        """Write a decided end; False (kept pending) when the database refuses it."""
+        verdict = live.verdict
+        if live.disowned is not None:
+            won, status = False, live.disowned
+        else:
+            try:
+                with store.patience(timing.RUN_WRITE_WAIT):
+                    won = store.finish_run(
+                        live.run_id,
+                        verdict.status,
+                        verdict.finished_at,
+                        error=verdict.error,
+                        summary=verdict.summary,
+                        output=verdict.output,
+                        duration_s=verdict.duration_s,
+                        suspended_s=verdict.suspended_s,
+                        steps=verdict.steps,
+                    )
+            except WriteFailed:
+                return False  # pending: the tick tries again (the outage is logged once)
+            status = verdict.status if won else (store.run_status(live.run_id) or verdict.status)
+        with self._lock:
+            self._pending.pop(live.run_id, None)
         if won:
             log.info(
-                "run %d (%s) %s in %.3fs%s",
-                live.run_id,
-                live.job.name,
+                "%s: %s in %.3fs%s",
+                live.label,
                 status,
-                elapsed,
-                f": {live.redact(one_line(error, 200))}" if error else "",
+                verdict.duration_s or 0.0,
+                f": {one_line(verdict.error, 200)}" if verdict.error else "",
                 extra={
                     "event": "run.finish",
                     "job": live.job.name,
                     "run_id": live.run_id,
                     "status": status,
-                    "duration_s": round(elapsed, 3),
+                    "duration_s": round(verdict.duration_s or 0.0, 3),
                 },
             )
         else:
-            status = store.run_status(live.run_id) or status
             log.info(
-                "run %d (%s) ended after it was recorded as %s; keeping that",
-                live.run_id,
-                live.job.name,
+                "%s: ended as %s, but it was already recorded as %s; keeping that",
+                live.label,
+                verdict.status,
                 status,
                 extra={"event": "run.late", "job": live.job.name, "run_id": live.run_id},
             )
-        self._ended(live, status)
+        live.ended.set()
+        if self.on_end is not None:
+            try:
+                self.on_end(live, status)
+            except Exception:
+                log.exception("%s: after its end", live.label)
+        return True
+
+    def record_pending(self) -> int:
+        """Write pending ends, oldest first, until one is refused; how many are left."""
+        for live in self.pending_ends():
+            if not self._record(live):
+                break
+        return len(self.pending_ends())
 
     def give_up(self, live: LiveRun) -> None:
         """abort_grace after an abort, the run still has not ended: record it ourselves."""
-        if live.ended.is_set() or not live.thread.is_alive():
-            return
         aborted = live.aborted
-        grace = self.config.daemon.abort_grace
-        frame = sys._current_frames().get(live.thread.ident)
+        if live.verdict is not None or aborted is None:
+            return
+        thread = live.thread
+        frame = sys._current_frames().get(thread.ident) if thread is not None else None
         frames = traceback.extract_stack(frame)[-6:] if frame else []  # innermost first
         stack = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
-        won = store.finish_abandoned(
-            live.run_id,
-            aborted.status,
-            live.redact(
-                one_line(
-                    f"{aborted.reason}; did not end within abort_grace "
-                    f"({format_duration(grace)}) and was abandoned"
-                )
-            ),
-            clock.wall(),
-        )
+        grace = format_duration(live.give_up_after())
         log.error(
-            "run %d (%s) did not end %s after its abort (%s); recorded as %s, thread leaked; stuck at: %s",
-            live.run_id,
-            live.job.name,
-            format_duration(grace),
+            "%s: did not end %s after its abort (%s); recording it as %s, thread leaked; stuck at: %s",
+            live.label,
+            grace,
             aborted.reason,
             aborted.status,
-            stack,
+            stack or "?",
             extra={
                 "event": "run.leaked",
                 "job": live.job.name,
@@ -366,28 +487,21 @@ class Runner:
                 "status": aborted.status,
             },
         )
-        with self._lock:
-            self._leaked.append(live)
-        if self.instance_id is not None:
-            store.set_leaked_threads(self.instance_id, self.leaked_threads())
-        self._ended(live, aborted.status if won else (store.run_status(live.run_id) or "?"))
+        if thread is not None and thread.is_alive():
+            with self._lock:
+                self._leaked.append(live)
+            if self.instance_id is not None:  # health shows it (the daemon's tick keeps it current)
+                try:
+                    with store.patience(timing.RUN_WRITE_WAIT):
+                        store.set_leaked_threads(self.instance_id, self.leaked_threads())
+                except WriteFailed:
+                    pass
+        verdict = self._verdict(
+            live,
+            aborted.status,
+            f"{aborted.reason}; did not end within {grace} of its abort and was abandoned",
+            None,
+            live.output,
+        )
+        self.end(live, verdict)
 
-    def _ended(self, live: LiveRun, status: str) -> None:
-        with self._lock:
-            if live.ended.is_set():
-                # A leaked thread that finally ended: it no longer counts.
-                leaked_before = len(self._leaked)
-                self._leaked = [r for r in self._leaked if r is not live]
-                changed = len(self._leaked) != leaked_before
-            else:
-                changed = False
-            first = not live.ended.is_set()
-            live.ended.set()
-            self._live.pop(live.run_id, None)
-        if changed and self.instance_id is not None:
-            store.set_leaked_threads(self.instance_id, self.leaked_threads())
-        if first and self.on_end is not None:
-            try:
-                self.on_end(live, status)
-            except Exception:
-                log.exception("after run %d (%s)", live.run_id, live.job.name)

@@ -18,6 +18,9 @@ def notify(*lines: str) -> bool:
         address = "\0" + address[1:]  # the abstract namespace
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Never block the tick: a reader that is gone or slow loses this datagram, and
+            # the next tick sends another.
+            sock.setblocking(False)
             sock.sendto("\n".join(lines).encode(), address)
         return True
     except OSError:

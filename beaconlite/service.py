@@ -8,14 +8,29 @@ import shutil
 import sys
 from pathlib import Path
 
+from beaconlite import timing
 from beaconlite.config import Config
 from beaconlite.errors import BeaconError
 
 LABEL = "org.beaconlite.daemon"
 SYSTEM_STATE = Path("/var/lib/beaconlite")
-# systemd's stop timeout must cover the daemon's own stop: abort_grace, then SIGKILL of the
-# remaining process groups, then recording; a margin on top.
-STOP_MARGIN = 10
+STOP_MARGIN = 15  # seconds beyond the daemon's own bound on a stop
+
+
+def stop_timeout(config: Config) -> int:
+    """Seconds the service manager should give a stop before it kills: longer than the
+    daemon's own bound (SPEC section 5), or a slow stop would lose the ends it is writing.
+
+    "cancel": abort_grace for the runs to end, then recording them (at most
+    STOP_WRITE_WAIT). "finish": the longest deadline plus its grace (and a command's
+    SIGTERM-to-SIGKILL) first.
+    """
+    settings = config.daemon
+    runs = settings.abort_grace
+    if settings.on_stop == "finish":
+        longest = max((j.timeout for j in config.jobs), default=settings.default_timeout)
+        runs = longest + settings.abort_grace + timing.KILL_AFTER
+    return int(runs + timing.STOP_WRITE_WAIT + STOP_MARGIN + 0.999)
 
 
 def executable() -> list[str]:
@@ -41,7 +56,6 @@ def service_database(config: Config, launchd: bool, user: bool) -> Path:
 
 def systemd_unit(config: Config, user: bool) -> str:
     exec_start = " ".join(executable() + ["--config", str(config.path.absolute()), "daemon"])
-    stop_timeout = int(config.daemon.abort_grace) + 5 + STOP_MARGIN
     watchdog = 30
     lines = [
         "[Unit]",
@@ -59,7 +73,7 @@ def systemd_unit(config: Config, user: bool) -> str:
         "# exit code 2 is a bad config: restarting would only fail again",
         "RestartPreventExitStatus=2",
         f"WatchdogSec={watchdog}s",
-        f"TimeoutStopSec={stop_timeout}s",
+        f"TimeoutStopSec={stop_timeout(config)}s",
         "# SIGTERM to the daemon only: it stops its runs' process groups itself",
         "KillMode=mixed",
     ]
@@ -115,7 +129,7 @@ def launchd_plist(config: Config, user: bool) -> str:
         "ProcessType": "Standard",
         "StandardOutPath": str(logs),
         "StandardErrorPath": str(logs),
-        "ExitTimeOut": int(config.daemon.abort_grace) + 5 + STOP_MARGIN,
+        "ExitTimeOut": stop_timeout(config),
     }
     return plistlib.dumps(plist).decode()
 

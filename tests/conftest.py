@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -214,6 +215,46 @@ def daemon(tmp_path):
     for d in made:
         if d.proc and d.proc.poll() is None:
             d.stop()
+
+
+# -- a daemon in this process (for tests that reach one of its duties) ----------------------
+
+
+@pytest.fixture
+def inproc_daemon(tmp_path, monkeypatch):
+    """inproc_daemon(jobs_toml, **env) -> a started Daemon running on a thread of this process.
+
+    Its exit code is in ``.result["code"]`` once ``.thread`` has ended. Do not use the CLI
+    in-process meanwhile: the store's connection is per process.
+    """
+    from beaconlite.daemon import Daemon
+
+    made = []
+
+    def make(body: str, defaults: str = DAEMON_DEFAULTS, **env) -> Daemon:
+        for key, value in env.items():
+            monkeypatch.setenv(key, str(value))
+        path = tmp_path / "beaconlite.toml"
+        path.write_text(defaults + textwrap.dedent(body))
+        d = Daemon(load_config(path))
+        d.result = {}
+        d.thread = threading.Thread(
+            target=lambda: d.result.setdefault("code", d.run(handle_signals=False)), daemon=True
+        )
+        d.thread.start()
+        wait_for(
+            lambda: (d.scheduler is not None and d.scheduler.running()) or not d.thread.is_alive(),
+            10,
+            what="the in-process daemon to start",
+        )
+        assert d.thread.is_alive(), "the in-process daemon did not start"
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.request_stop()
+        d.thread.join(20)
 
 
 # -- a runner in this process -------------------------------------------------------------

@@ -33,8 +33,8 @@ def history(tmp_db):
     now = time.time()
     ok = store.start_run("alpha", "schedule", now - 100, 1, now - 40, None, now - 99)
     for name, status in (("a", "success"), ("b", "warning"), ("c", "error")):
-        store.finish_step(store.start_step(ok, name, now - 98), status, None, now - 97)
-    store.finish_run(ok, "warning", now - 96, summary={"rows": 3}, output="hello\n", duration_s=3.0)
+        store.finish_step(ok, store.start_step(ok, name, now - 98), status, None, now - 97)
+    store.finish_run(ok, "warning", now - 96, summary='{"rows": 3}', output="hello\n", duration_s=3.0)
     bad = store.start_run("beta", "manual", now - 50, 1, now + 10, None, now - 50)
     store.finish_run(bad, "error", now - 49, error="ValueError: boom", duration_s=1.0)
     store.record_skipped("alpha", now - 30, "overlap: 1 run of alpha is live", now - 30)

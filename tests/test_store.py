@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from beaconlite import store
-from beaconlite.errors import SlotTaken, StoreError
+from beaconlite.errors import RunEnded, SlotTaken, StoreError
 
 
 def make_run(job="j", scheduled_at=100.0, attempt=1, now=100.0):
@@ -114,14 +114,18 @@ def test_a_slot_starts_at_most_once(tmp_db):
 def test_finish_is_compare_and_set_and_ends_steps(tmp_db):
     run_id = make_run()
     done = store.start_step(run_id, "a", 101.0)
-    store.finish_step(done, "success", None, 102.0)
+    store.finish_step(run_id, done, "success", None, 102.0)
     in_flight = store.start_step(run_id, "b", 102.0)
     assert store.finish_run(run_id, "timeout", 103.0, error="deadline") is True
     assert store.finish_run(run_id, "success", 104.0) is False  # a late finisher loses
     run, steps = store.get_run(run_id)
     assert (run.status, run.finished_at, run.error) == ("timeout", 103.0, "deadline")
     assert [(s.name, s.status) for s in steps] == [("a", "success"), ("b", "timeout")]
-    assert store.finish_step(in_flight, "success", None, 105.0) is False
+    with pytest.raises(RunEnded):  # a step of an ended run is refused, not written
+        store.finish_step(run_id, in_flight, "success", None, 105.0)
+    with pytest.raises(RunEnded):
+        store.start_step(run_id, "c", 106.0)
+    assert [(s.name, s.status) for s in store.get_run(run_id)[1]] == [("a", "success"), ("b", "timeout")]
 
 
 def test_two_writers_one_wins(tmp_db):

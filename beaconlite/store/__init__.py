@@ -5,11 +5,13 @@ compare-and-set (``WHERE status = 'running'``) whose row count says who won. Onl
 process holding the daemon lock creates or migrates the schema; readers never do. Kept to
 what peewee's query builder expresses: this is the piece that moves to PostgreSQL.
 
+- ``database``: the handle, how a write happens (bounded waiting), the outage record;
 - ``schema``: models, schema version and migrations, opening the file;
 - ``runs``: writing the ledger (instances, runs, steps, requests, pruning);
 - ``history``: reading it (history, overview, daemon state, counts).
 """
 
+from beaconlite.store.database import close, db, outage, patience
 from beaconlite.store.history import (
     counts_since,
     daemon_state,
@@ -24,7 +26,6 @@ from beaconlite.store.history import (
 )
 from beaconlite.store.runs import (
     add_request,
-    add_skipped_steps,
     answer_request,
     finish_abandoned,
     finish_abandoned_many,
@@ -54,8 +55,6 @@ from beaconlite.store.schema import (
     Request,
     Run,
     Step,
-    close,
-    db,
     ensure_directory,
     file_mode,
     open_attached,
@@ -71,7 +70,6 @@ __all__ = [
     "Run",
     "Step",
     "add_request",
-    "add_skipped_steps",
     "answer_request",
     "close",
     "counts_since",
@@ -98,6 +96,8 @@ __all__ = [
     "open_attached",
     "open_reader",
     "open_writer",
+    "outage",
+    "patience",
     "previous_outcome",
     "prune",
     "record_skipped",

@@ -3,13 +3,12 @@ CLI requests to the daemon, the published job list, pruning."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 
 from peewee import IntegrityError, fn
 
-from beaconlite.errors import SlotTaken
+from beaconlite.errors import RunEnded, SlotTaken
 from beaconlite.store.schema import Instance, JobState, Request, Run, Step, write
 
 
@@ -26,13 +25,20 @@ def register_instance(kind: str, pid: int, host: str, version: str, orphan_after
         ).execute()
 
 
-def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> None:
-    """The instance's and its live runs' heartbeats, in one short transaction."""
+def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> set[int]:
+    """The instance's and its live runs' heartbeats, in one short transaction.
+
+    Returns the ids among ``run_ids`` that are no longer running: someone else (the reaper,
+    a cancel of an orphan) recorded their end, and their process must stop working on them.
+    """
     run_ids = list(run_ids)
     with write():
         Instance.update(heartbeat_at=now).where(Instance.id == instance_id).execute()
-        if run_ids:
-            Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == "running").execute()
+        if not run_ids:
+            return set()
+        Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == "running").execute()
+        live = {r.id for r in Run.select(Run.id).where(Run.id.in_(run_ids), Run.status == "running")}
+    return set(run_ids) - live
 
 
 def set_leaked_threads(instance_id: int, count: int) -> None:
@@ -73,9 +79,17 @@ def start_run(
 
 
 def record_skipped(
-    job: str, scheduled_at: float, reason: str, now: float, trigger: str = "schedule", attempt: int = 1
+    job: str,
+    scheduled_at: float,
+    reason: str,
+    now: float,
+    trigger: str = "schedule",
+    attempt: int = 1,
+    slots: int = 1,
+    last_slot_at: float | None = None,
 ) -> int | None:
-    """A fire that never started; None when its slot is already recorded."""
+    """A fire that never started (or ``slots`` missed ones, the first at ``scheduled_at``);
+    None when its slot is already recorded."""
     try:
         with write():
             return Run.insert(
@@ -86,31 +100,33 @@ def record_skipped(
                 scheduled_at=scheduled_at,
                 finished_at=now,
                 error=reason,
+                slots=slots,
+                last_slot_at=last_slot_at if slots > 1 else None,
             ).execute()
     except IntegrityError:
         return None
 
 
+def _require_live(run_id: int) -> None:
+    status = run_status(run_id)
+    if status != "running":
+        raise RunEnded(run_id, status)
+
+
 def start_step(run_id: int, name: str, now: float) -> int:
+    """A step row under a live run; RunEnded when the run's end is already recorded."""
     with write():
+        _require_live(run_id)
         return Step.insert(run_id=run_id, name=name, status="running", started_at=now).execute()
 
 
-def finish_step(step_id: int, status: str, error: str | None, now: float) -> bool:
+def finish_step(run_id: int, step_id: int, status: str, error: str | None, now: float) -> None:
+    """End a step of a live run; RunEnded when the run's end is already recorded."""
     with write():
-        return (
-            Step.update(status=status, error=error, finished_at=now)
-            .where(Step.id == step_id, Step.status == "running")
-            .execute()
-            == 1
-        )
-
-
-def add_skipped_steps(run_id: int, names: Iterable[str], now: float) -> None:
-    rows = [dict(run_id=run_id, name=n, status="skipped", finished_at=now) for n in names]
-    if rows:
-        with write():
-            Step.insert_many(rows).execute()
+        _require_live(run_id)
+        Step.update(status=status, error=error, finished_at=now).where(
+            Step.id == step_id, Step.status == "running"
+        ).execute()
 
 
 def finish_run(
@@ -119,34 +135,45 @@ def finish_run(
     now: float,
     *,
     error: str | None = None,
-    summary=None,
+    summary: str | None = None,
     output: str | None = None,
     duration_s: float | None = None,
     suspended_s: float | None = None,
+    steps: Iterable[dict] = (),
 ) -> bool:
     """Compare-and-set a live run to its terminal status; False when someone else did first.
 
-    Steps still running end with it: the step in flight takes the run's status.
+    ``summary`` is JSON text. ``steps`` are steps whose rows could not be written while the
+    run went on (the database refused them): each dict has the row ``id`` (None when never
+    inserted), ``name``, ``status``, ``error``, ``started_at`` and ``finished_at``; they land
+    with the run's end. Steps still running end with it: the step in flight takes the run's
+    status.
     """
     fields = dict(status=status, finished_at=now, error=error, duration_s=duration_s)
     if summary is not None:
-        fields["summary"] = json.dumps(summary, default=str)
+        fields["summary"] = summary
     if output is not None:
         fields["output"] = output
     if suspended_s:
         fields["suspended_s"] = suspended_s
     with write():
-        won = Run.update(**fields).where(Run.id == run_id, Run.status == "running").execute()
+        won = Run.update(**fields).where(Run.id == run_id, Run.status == "running").execute() == 1
         if won:
+            for step in steps:
+                values = {k: step[k] for k in ("status", "error", "started_at", "finished_at")}
+                if step["id"] is None:
+                    Step.insert(run_id=run_id, name=step["name"], **values).execute()
+                else:
+                    Step.update(**values).where(Step.id == step["id"], Step.status == "running").execute()
             in_flight = status if status in ("error", "timeout", "cancelled") else "skipped"
             Step.update(status=in_flight, finished_at=now).where(
                 Step.run_id == run_id, Step.status == "running"
             ).execute()
-    return won == 1
+    return won
 
 
 def finish_abandoned(run_id: int, status: str, error: str, now: float) -> bool:
-    """Finish a run nobody is running any more (orphaned, or its thread never ended)."""
+    """Finish a run nobody is running any more (orphaned, or its process is gone)."""
     return run_id in finish_abandoned_many([(run_id, error)], status, now)
 
 

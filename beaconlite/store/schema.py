@@ -5,42 +5,29 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
 from peewee import (
     CharField,
     DatabaseError,
-    FloatField,
+    DoubleField,
     IntegerField,
     Model,
     OperationalError,
-    SqliteDatabase,
+    SQL,
     TextField,
 )
 
 from beaconlite.errors import StoreError
 from beaconlite.lock import create_private_file
+from beaconlite.store.database import PRAGMAS, close, db, write
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FINISHED = ("success", "warning", "error", "timeout", "cancelled")  # terminal, not skipped
 OK = ("success", "warning")
-PRAGMAS = [("busy_timeout", 10_000), ("synchronous", "normal"), ("foreign_keys", 0)]
 
-db = SqliteDatabase(None)  # one connection per thread (peewee's thread_safe default)
-# In-process writers queue here rather than in SQLite's busy handler, which sleeps in
-# 1-100 ms steps: with 20 runs finishing while the scheduler starts 20 more, that sleep
-# would be the fire lag. Other processes (the CLI) still meet busy_timeout.
-_write_lock = threading.Lock()
-
-
-@contextmanager
-def write():
-    """A write transaction: BEGIN IMMEDIATE, so a read-then-write never has to upgrade."""
-    with _write_lock, db.atomic("IMMEDIATE"):
-        yield
+__all__ = ["close", "db", "write"]
 
 
 class BaseModel(Model):
@@ -56,10 +43,10 @@ class Instance(BaseModel):
     pid = IntegerField()
     host = CharField()
     version = CharField()
-    started_at = FloatField()
-    heartbeat_at = FloatField()
-    stopped_at = FloatField(null=True)
-    orphan_after = FloatField()
+    started_at = DoubleField()
+    heartbeat_at = DoubleField()
+    stopped_at = DoubleField(null=True)
+    orphan_after = DoubleField()
     leaked_threads = IntegerField(default=0)
 
 
@@ -68,17 +55,21 @@ class Run(BaseModel):
     status = CharField()
     trigger = CharField()
     attempt = IntegerField(default=1)
-    scheduled_at = FloatField()
-    started_at = FloatField(null=True)
-    finished_at = FloatField(null=True)
-    deadline_at = FloatField(null=True)
-    heartbeat_at = FloatField(null=True)
-    duration_s = FloatField(null=True)
+    scheduled_at = DoubleField()
+    started_at = DoubleField(null=True)
+    finished_at = DoubleField(null=True)
+    deadline_at = DoubleField(null=True)
+    heartbeat_at = DoubleField(null=True)
+    duration_s = DoubleField(null=True)
     instance_id = IntegerField(null=True)
     error = TextField(null=True)
     summary = TextField(null=True)
     output = TextField(null=True)
-    suspended_s = FloatField(null=True)
+    suspended_s = DoubleField(null=True)
+    # A skipped row may stand for several missed slots: how many, and the last of them
+    # (scheduled_at is the first). 1 and null for every other row.
+    slots = IntegerField(default=1, constraints=[SQL("DEFAULT 1")])
+    last_slot_at = DoubleField(null=True)
 
     class Meta:
         indexes = (
@@ -100,8 +91,8 @@ class Step(BaseModel):
     run_id = IntegerField(index=True)
     name = CharField()
     status = CharField()
-    started_at = FloatField(null=True)
-    finished_at = FloatField(null=True)
+    started_at = DoubleField(null=True)
+    finished_at = DoubleField(null=True)
     error = TextField(null=True)
 
 
@@ -111,8 +102,8 @@ class Request(BaseModel):
     kind = CharField()  # "trigger" | "cancel"
     job = CharField(null=True)
     run_id = IntegerField(null=True)
-    created_at = FloatField()
-    taken_at = FloatField(null=True)
+    created_at = DoubleField()
+    taken_at = DoubleField(null=True)
     result_run_id = IntegerField(null=True)
     error = TextField(null=True)
 
@@ -126,17 +117,28 @@ class JobState(BaseModel):
     name = CharField(primary_key=True)
     schedule = CharField(null=True)
     enabled = IntegerField(default=1)
-    next_run_at = FloatField(null=True)
+    next_run_at = DoubleField(null=True)
 
     class Meta:
         table_name = "job"
 
 
+def _add_slot_columns() -> None:
+    # The first migration creates `run` from today's model, which has these columns
+    # already: add them only where an older beaconlite made the table.
+    have = {c.name for c in db.get_columns("run")}
+    if "slots" not in have:
+        db.execute_sql("ALTER TABLE run ADD COLUMN slots INTEGER NOT NULL DEFAULT 1")
+    if "last_slot_at" not in have:
+        db.execute_sql("ALTER TABLE run ADD COLUMN last_slot_at DOUBLE PRECISION")
+
+
 # Each migration takes the schema from version i to i + 1. A later column change adds a
-# step here (playhouse.migrate), never edits an earlier one.
+# step here, never edits an earlier one.
 MIGRATIONS = [
     lambda: db.create_tables([Instance, Run, Step]),
     lambda: db.create_tables([Request, JobState]),
+    _add_slot_columns,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -244,8 +246,3 @@ def open_reader(path: Path, allow_missing: bool = True) -> bool:
     except (OperationalError, DatabaseError) as e:
         raise StoreError(f"{path}: not a usable beaconlite database: {e}") from None
     return True
-
-
-def close() -> None:
-    if not db.is_closed():
-        db.close()

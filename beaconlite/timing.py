@@ -1,0 +1,23 @@
+"""Every timing constant beaconlite decides on its own (the config's durations aside).
+
+Module attributes, read at the moment of use, so a test can shorten them.
+"""
+
+from __future__ import annotations
+
+KILL_AFTER = 5.0  # SIGTERM to a command's process group, then SIGKILL this much later (SPEC 5)
+PIPE_LINGER = 0.5  # after a command exits, how long a grandchild may hold its output pipe
+DESCRIBE_TIMEOUT = 1.0  # describing a job's exception or summary (its __str__ may block)
+TICK = 1.0  # the daemon's tick (shorter when heartbeats or the watchdog ask for it)
+TICK_PHASE = 0.5  # seconds past the whole second: away from the slots' bursts of fires
+GAP = 2.0  # a tick this much later than due, or elapsed time this far ahead: sleep / freeze
+TICK_WRITE_WAIT = 0.3  # all of one tick's writes together wait at most this on the database
+FIRE_WRITE_WAIT = 0.5  # the writes of one scheduler wake-up, likewise
+RUN_WRITE_WAIT = 2.0  # one write of a run's thread (a step, its end)
+STOP_WRITE_WAIT = 30.0  # at a stop, recording every run's end waits at most this in all
+DATABASE_CHECK = 1.0  # how often the daemon checks its database file is still the one it opened
+PRUNE_EVERY = 86400.0
+FIRST_PRUNE = 60.0
+# A live run past its deadline is a health problem once the runner should have recorded
+# it: abort_grace, plus SIGTERM-to-SIGKILL for a command, plus a tick.
+RECORDING_SLACK = KILL_AFTER + 2.0

@@ -1,0 +1,207 @@
+"""A run's verdict: its status and the texts of its record, from whatever the job did.
+
+Job code is hostile by assumption: an exception's ``__str__`` may raise or block, a summary
+may not be JSON, or be huge, or hold lone surrogates. Nothing here ever raises, and nothing
+runs job code without a time bound: plain values (builtin exceptions, JSON-native trees) are
+handled directly; anything else is described on a helper thread that is abandoned if it
+does not answer within ``timing.DESCRIBE_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from beaconlite import timing
+from beaconlite.errors import StepFailed
+from beaconlite.redaction import scrub
+
+SUMMARY_LIMIT = 64 * 1024  # bytes of JSON (SPEC 3)
+OK = ("success", "warning")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+@dataclass
+class StepRecord:
+    """One step as the run knows it; ``row_id`` is None while its row could not be written."""
+
+    name: str
+    status: str = "running"
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    row_id: int | None = None
+    written: bool = False  # the row holds this record's final state
+
+    def as_row(self) -> dict:
+        return {
+            "id": self.row_id,
+            "name": self.name,
+            "status": self.status,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass
+class Findings:
+    """What a run found, kept in memory for the verdict (the rows mirror it when they can)."""
+
+    steps: list[StepRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # ctx.warn() outside any step
+    tracebacks: list[str] = field(default_factory=list)
+
+
+def from_steps(findings: Findings, min_success_rate: float) -> tuple[str, str | None]:
+    """The run's status from its ended steps (SPEC section 3) and its error line."""
+    steps = findings.steps
+    if not steps:
+        return ("warning", None) if findings.warnings else ("success", None)
+    ok = sum(1 for s in steps if s.status in OK)
+    failed = [s for s in steps if s.status not in OK]
+    rate = ok / len(steps)
+    first = f": {failed[0].name}: {failed[0].error}" if failed and failed[0].error else ""
+    if rate < min_success_rate:
+        return "error", f"{len(failed)} of {len(steps)} steps failed{first}"
+    if failed:
+        return "warning", (
+            f"{len(failed)} of {len(steps)} steps failed (success rate "
+            f"{rate:.2f} >= {min_success_rate:g}){first}"
+        )
+    if findings.warnings or any(s.status == "warning" for s in steps):
+        return "warning", None
+    return "success", None
+
+
+# -- bounded calls into job code ------------------------------------------------------------
+
+
+def bounded(fn: Callable[[], Any], timeout: float | None = None) -> tuple[bool, Any]:
+    """(True, fn()) or (False, why not): fn raised, blocked too long, or no thread could start."""
+    timeout = timing.DESCRIBE_TIMEOUT if timeout is None else timeout
+    box: dict[str, Any] = {}
+
+    def work():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # the job's code: anything at all
+            box["error"] = e
+
+    try:
+        thread = threading.Thread(target=work, name="describe", daemon=True)
+        thread.start()
+    except RuntimeError as e:
+        return False, f"cannot start a thread: {e}"
+    thread.join(timeout)
+    if thread.is_alive():
+        return False, f"it did not answer within {timeout:g}s"
+    if "error" in box:
+        return False, f"it raised {type_name(box['error'])}"
+    return True, box["value"]
+
+
+def type_name(obj: Any) -> str:
+    try:
+        name = type(obj).__name__
+        return name if isinstance(name, str) else "?"
+    except BaseException:
+        return "?"
+
+
+def _plain_exception(e: BaseException) -> bool:
+    """A builtin exception with plain arguments and no chain: describing it runs no job code."""
+    return (
+        type(e).__module__ == "builtins"
+        and all(type(a) in _PLAIN for a in e.args)
+        and e.__cause__ is None
+        and e.__context__ is None
+    )
+
+
+def describe_exception(e: BaseException) -> tuple[str, str]:
+    """(one error line, the traceback text) for an exception out of job code."""
+
+    def build() -> tuple[str, str]:
+        text = str(e) if isinstance(e, StepFailed) else f"{type(e).__name__}: {e}"
+        return text, "".join(traceback.format_exception(type(e), e, e.__traceback__))
+
+    if _plain_exception(e):
+        ok, value = True, build()
+    else:
+        ok, value = bounded(build)
+    if ok and isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return scrub(value[0]), scrub(value[1])
+    why = value if not ok else "it did not produce text"
+    try:  # the frames alone call no job code
+        frames = "".join(traceback.format_tb(e.__traceback__))
+    except BaseException:
+        frames = ""
+    return f"the job's exception could not be described ({type_name(e)}: {why})", scrub(frames)
+
+
+# -- summaries ----------------------------------------------------------------------------
+
+
+class _NotJSON(Exception):
+    pass
+
+
+def _json_tree(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` if it is JSON-native (exact types only: no job code runs)."""
+    if depth > 100:
+        raise _NotJSON("it is nested more than 100 levels deep")
+    kind = type(value)
+    if kind is str:
+        return scrub(value)
+    if kind is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _NotJSON(f"it holds the number {value!r}")
+        return value
+    if kind in (int, bool, type(None)):
+        return value
+    if kind in (list, tuple):
+        return [_json_tree(v, depth + 1) for v in value]
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotJSON(f"a key is {type_name(k)}, not a string")
+            out[scrub(k)] = _json_tree(v, depth + 1)
+        return out
+    raise _NotJSON(f"it holds {type_name(value)}")
+
+
+def summary_json(value: Any) -> tuple[str | None, str | None]:
+    """(JSON text to store, or None; why it is not the summary as returned, or None).
+
+    A summary that is not JSON or is over 64 KiB is stored as a truncated representation
+    (a JSON string), and the reason makes the run a warning (SPEC section 3).
+    """
+    if value is None:
+        return None, None
+    try:
+        text = json.dumps(_json_tree(value), ensure_ascii=False, allow_nan=False)
+        problem = None
+    except _NotJSON as e:
+        ok, rendered = bounded(lambda: repr(value))
+        text = scrub(rendered) if ok and isinstance(rendered, str) else f"<{type_name(value)}>"
+        problem = f"the summary is not JSON ({e}); a representation is stored"
+        return json.dumps(_cut(text), ensure_ascii=False), problem
+    except RecursionError:
+        return json.dumps(f"<{type_name(value)}>"), "the summary is nested too deeply to store"
+    size = len(text.encode("utf-8"))
+    if size > SUMMARY_LIMIT:
+        problem = f"the summary is {size} bytes, more than {SUMMARY_LIMIT}; a truncated copy is stored"
+        return json.dumps(_cut(text), ensure_ascii=False), problem
+    return text, None
+
+
+def _cut(text: str) -> str:
+    """A quarter of the limit in characters: even at 4 bytes each, the JSON fits."""
+    limit = SUMMARY_LIMIT // 4  # a character may take 4 bytes, and escapes double some
+    return text if len(text) <= limit else text[: limit - 1] + "…"
