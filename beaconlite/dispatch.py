@@ -56,9 +56,9 @@ class Dispatcher:
         self._queued: dict[str, Fire] = {}  # one held fire per job (overlap = "queue")
         self._retries: list[tuple[float, Fire]] = []  # (due, by elapsed time; the fire)
         # Jobs whose due slots could not be recorded (the database refused writes): the
-        # first such slot and why. Their later fires wait here too, until the tick's
-        # recover_unrecorded() accounts for all of them as for downtime.
-        self._unrecorded: dict[str, tuple[float, str]] = {}
+        # first and last such slot and why. Their later fires wait here too, until the
+        # tick's recover_unrecorded() accounts for all of them as for downtime.
+        self._unrecorded: dict[str, tuple[float, float, str]] = {}
 
     def reconfigure(self, config: Config) -> None:
         with self._lock:
@@ -78,7 +78,7 @@ class Dispatcher:
             if job is None or not job.enabled or self.stopping:
                 return
             if store.outage.active or job.name in self._unrecorded:
-                self._defer(job.name, slots[0], store.outage.cause or "the database refused a write")
+                self._defer(job.name, slots, store.outage.cause or "the database refused a write")
                 return
             if len(slots) > 1:  # one on-time slot needs no look-up: its run row is unique
                 started = store.last_started_slot(job.name)
@@ -86,22 +86,25 @@ class Dispatcher:
             if slots:
                 self._fire(job, slots, now, why_late, more)
 
-    def _defer(self, job: str, first_slot: float, cause: str) -> None:
+    def _defer(self, job: str, slots: list[float], cause: str) -> None:
+        first, last = slots[0], slots[-1]
         known = self._unrecorded.get(job)
-        if known is None or first_slot < known[0]:
-            self._unrecorded[job] = (first_slot, known[1] if known else cause)
-        log.debug("%s: slot %s not recorded yet: %s", job, iso(first_slot), cause)
+        if known is not None:
+            first, last, cause = min(first, known[0]), max(last, known[1]), known[2]
+        self._unrecorded[job] = (first, last, cause)
+        log.debug("%s: slot %s not recorded yet: %s", job, iso(slots[-1]), cause)
 
     def recover_unrecorded(self, now: float) -> None:
         """Account for the slots that came due while no write could land, as for downtime:
         the latest may run, the others are one skipped row per job naming the real cause."""
         with self._lock:  # no fire of these jobs slips in between (it would move the ledger)
-            for name, (first, cause) in sorted(self._unrecorded.items()):
+            for name, (first, last, cause) in sorted(self._unrecorded.items()):
                 job = self.config.job(name)
                 del self._unrecorded[name]
                 if job is None or not job.enabled or not job.schedule:
                     continue
-                slots, more = due_slots(parse_schedule(job.schedule), self.tz, first - 0.001, now)
+                until = max(now, last, clock.wall())  # a fire deferred after `now` was read
+                slots, more = due_slots(parse_schedule(job.schedule), self.tz, first - 0.001, until)
                 started = store.last_started_slot(job.name)
                 slots = [s for s in slots if started is None or s > started]
                 if slots:
@@ -141,13 +144,13 @@ class Dispatcher:
             try:
                 self._skip(job, missed[0], reason, now, slots=len(missed), last_slot=last)
             except WriteFailed as e:
-                self._defer(job.name, slots[0], e.cause)
+                self._defer(job.name, slots, e.cause)
                 return
         if trigger:
             try:
                 self.start(Fire(job.name, latest, trigger), now)
             except WriteFailed as e:
-                self._defer(job.name, latest, e.cause)
+                self._defer(job.name, [latest], e.cause)
 
     def recover_missed(self, now: float, why: str, since: float | None = None) -> None:
         """Each job's slots missed since its ledger mark (the last slot dealt with), or since

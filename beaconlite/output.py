@@ -42,6 +42,8 @@ def run_json(run, steps_total: int, steps_ok: int) -> dict:
         "error": run.error,
         "steps_total": steps_total,
         "steps_ok": steps_ok,
+        "slots": run.slots,
+        "last_slot_at": iso(run.last_slot_at if run.last_slot_at is not None else run.scheduled_at),
     }
 
 

@@ -504,4 +504,3 @@ class Runner:
             live.output,
         )
         self.end(live, verdict)
-

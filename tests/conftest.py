@@ -278,3 +278,124 @@ def runner(make_config, tmp_path):
     yield make
     for r in made:
         r.abort_all("test over")
+
+
+# -- faults: the database refusing writes -------------------------------------------------
+
+# What SQLite itself says for each fault (sqlite3.OperationalError in every case).
+SQLITE_ERRORS = {
+    "locked": "database is locked",
+    "full": "database or disk is full",
+    "io": "disk I/O error",
+}
+
+
+class StoreFaults:
+    """Makes the store's next writes fail at BEGIN with SQLite's real error."""
+
+    def __init__(self):
+        self.left = 0
+        self.error = SQLITE_ERRORS["locked"]
+        self.refused = 0
+
+    def fail_next(self, count: int, kind: str = "locked") -> None:
+        self.left, self.error = count, SQLITE_ERRORS[kind]
+
+    def fail_until_cleared(self, kind: str = "locked") -> None:
+        self.fail_next(10**9, kind)
+
+    def clear(self) -> None:
+        self.left = 0
+
+
+@pytest.fixture
+def store_faults(monkeypatch):
+    import sqlite3
+
+    from beaconlite.store import database
+
+    faults = StoreFaults()
+    real_begin = database._begin
+
+    def begin(conn):
+        if faults.left > 0:
+            faults.left -= 1
+            faults.refused += 1
+            raise sqlite3.OperationalError(faults.error)
+        real_begin(conn)
+
+    monkeypatch.setattr(database, "_begin", begin)
+    yield faults
+    faults.clear()
+
+
+class ExternalLock:
+    """Another process holding an exclusive transaction on a database file."""
+
+    CODE = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+        "c.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+        "c.execute('ROLLBACK')\n"
+    )
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> ExternalLock:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.CODE, str(self.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout.readline().strip() == "locked"
+        self.locked_at = time.monotonic()
+        return self
+
+    def release(self) -> float:
+        """Let go; the monotonic time it did."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(10)
+            self.released_at = time.monotonic()
+        return self.released_at
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs (needs root with CAP_SYS_ADMIN): (mount point, fill(), free())."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("tmpfs mounts are Linux-only")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+
+    class Disk:
+        path = mount
+        filler = mount / "filler"
+
+        def fill(self) -> None:
+            with open(self.filler, "ab") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+
+        def free(self) -> None:
+            self.filler.unlink(missing_ok=True)
+
+    try:
+        yield Disk()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

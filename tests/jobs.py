@@ -69,3 +69,123 @@ def context_fields(ctx):
         "deadline": ctx.deadline.isoformat(),
         "remaining": ctx.remaining(),
     }
+
+
+# -- hostile job code: every one of these must still end its run ---------------------------
+
+
+class Undescribable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+class BlocksWhenDescribed(Exception):
+    def __str__(self):
+        time.sleep(3600)
+        return "never"
+
+
+class Fatal(BaseException):
+    """Not an Exception: escapes every `except Exception`."""
+
+
+class Unprintable:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+class BlocksWhenPrinted:
+    def __repr__(self):
+        time.sleep(3600)
+        return "never"
+
+
+def raise_undescribable(ctx):
+    raise Undescribable()
+
+
+def raise_blocking_str(ctx):
+    raise BlocksWhenDescribed()
+
+
+def raise_surrogate(ctx):
+    raise ValueError("bad byte \udcff here")
+
+
+def raise_base_exception(ctx):
+    raise Fatal("fatal")
+
+
+def raise_run_cancelled(ctx):
+    from beaconlite import RunCancelled
+
+    raise RunCancelled("no abort is pending")
+
+
+def summary_tuple_key(ctx):
+    return {(1, 2): 1}
+
+
+def summary_unprintable(ctx):
+    return {"x": Unprintable()}
+
+
+def summary_blocking(ctx):
+    return [BlocksWhenPrinted()]
+
+
+def summary_huge(ctx):
+    return {"x": "y" * 100_000}
+
+
+def undescribable_in_step(ctx):
+    with ctx.step("hostile"):
+        raise Undescribable()
+    with ctx.step("after"):
+        pass
+
+
+def step_after_return(ctx):
+    """Leaves a thread behind that calls ctx.step() once the run has returned."""
+    import threading
+
+    def later():
+        time.sleep(ctx.params.get("delay", 0.3))
+        try:
+            with ctx.step("late"):
+                pass
+            outcome = "written"
+        except BaseException as e:
+            outcome = type(e).__name__
+        with open(ctx.params["report"], "w") as f:
+            f.write(outcome)
+
+    threading.Thread(target=later, daemon=True).start()
+
+
+def steps_forever(ctx):
+    for i in range(100_000):
+        with ctx.step(f"s{i}"):
+            time.sleep(ctx.params.get("step", 0.1))
+
+
+def fork_a_child(ctx):
+    """A child that outlives its parent (a daemonizing helper, a careless fork)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(ctx.params.get("seconds", 30))
+        finally:
+            os._exit(0)
+    with open(ctx.params["pidfile"], "w") as f:
+        f.write(str(pid))
+    return {"child": pid}
+
+
+def wait_for_file(ctx):
+    """Sleeps (cooperatively) until params["path"] exists."""
+    while not os.path.exists(ctx.params["path"]):
+        time.sleep(0.02)
+        ctx.checkpoint()

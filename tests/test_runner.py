@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import wait_for
 
-from beaconlite import clock, store
+from beaconlite import clock, store, timing
 from beaconlite.errors import RunCancelled, SlotTaken
 from beaconlite.runner import Runner
 
@@ -324,3 +324,41 @@ def test_run_thread_is_daemon_and_named(runner):
     assert live.thread.daemon and live.thread.name.startswith(f"run-{live.run_id}-j")
     assert live.ended.wait(3)
     assert threading.active_count() < 50
+
+
+# -- hostile job code (SPEC 5, Faults): every run still ends, with its true status ---------
+
+
+@pytest.mark.parametrize(
+    "target,status,error",
+    [
+        ("raise_undescribable", "error", "could not be described"),
+        ("raise_blocking_str", "error", "could not be described"),
+        ("raise_surrogate", "error", "ValueError: bad byte \\udcff here"),
+        ("raise_base_exception", "error", "Fatal: fatal"),
+        ("raise_run_cancelled", "error", "RunCancelled: no abort is pending"),
+        ("summary_tuple_key", "warning", "the summary is not JSON"),
+        ("summary_unprintable", "warning", "the summary is not JSON"),
+        ("summary_blocking", "warning", "the summary is not JSON"),
+        ("summary_huge", "warning", "more than 65536"),
+        ("undescribable_in_step", "error", "1 of 2 steps failed: hostile: the job's exception could not"),
+    ],
+)
+def test_hostile_job_code_cannot_stop_its_run_from_ending(runner, monkeypatch, target, status, error):
+    monkeypatch.setattr(timing, "DESCRIBE_TIMEOUT", 0.2)
+    r = runner(job("j", f'run = "jobs:{target}"', timeout="30s"))
+    t0 = time.monotonic()
+    run, _ = run_to_end(r, "j", bound=5)
+    assert time.monotonic() - t0 < 2, "ended long after the job did (by the deadline?)"
+    assert run.status == status and error in run.error
+    assert r.live_runs() == [] and r.pending_ends() == []
+
+
+def test_a_thread_left_behind_cannot_add_a_step_after_the_run_returned(runner, tmp_path):
+    report = tmp_path / "late.txt"
+    r = runner(job("j", f'run = "jobs:step_after_return"\nparams = {{report = "{report}", delay = 0.2}}'))
+    run, _ = run_to_end(r, "j")
+    wait_for(report.exists, 3, what="the leftover thread to try its step")
+    assert report.read_text() == "RunAborted"
+    run, steps = store.get_run(run.id)
+    assert run.status == "success" and steps == []

@@ -37,9 +37,11 @@ _local = threading.local()
 
 @contextmanager
 def patience(seconds: float):
-    """Every write of this thread inside the block shares a budget of ``seconds`` of waiting."""
+    """Every write of this thread inside the block shares a budget of ``seconds`` of waiting
+    (never more than an enclosing block has left: the tick's budget bounds all it calls)."""
     previous = getattr(_local, "until", None)
-    _local.until = time.monotonic() + seconds
+    until = time.monotonic() + seconds
+    _local.until = until if previous is None else min(previous, until)
     try:
         yield
     finally:
@@ -111,6 +113,10 @@ def _rollback(conn) -> None:
         pass
 
 
+def _begin(conn) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+
+
 @contextmanager
 def write():
     """A write transaction (BEGIN IMMEDIATE, so a read-then-write never has to upgrade).
@@ -125,7 +131,7 @@ def write():
         try:
             conn = db.connection()
             _set_busy_timeout(conn, min(_wait_left(), BUSY_TIMEOUT))
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
         except (DatabaseError, InterfaceError, sqlite3.Error) as e:
             raise outage.failed(e) from None
         try:

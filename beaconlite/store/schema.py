@@ -9,13 +9,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from peewee import (
+    SQL,
     CharField,
     DatabaseError,
     DoubleField,
     IntegerField,
     Model,
     OperationalError,
-    SQL,
     TextField,
 )
 
