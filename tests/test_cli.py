@@ -23,6 +23,8 @@ RUN_KEYS = {
     "error",
     "steps_total",
     "steps_ok",
+    "slots",
+    "last_slot_at",
 }
 STEP_KEYS = {"name", "status", "started_at", "finished_at", "duration_s", "error"}
 

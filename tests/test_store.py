@@ -4,11 +4,14 @@ import os
 import sqlite3
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
 from beaconlite import store
 from beaconlite.errors import RunEnded, SlotTaken, StoreError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_run(job="j", scheduled_at=100.0, attempt=1, now=100.0):
@@ -67,6 +70,39 @@ def test_migration_from_an_older_version_keeps_data(tmp_path):
     assert store.db.execute_sql("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
     assert [r.job for r, _, _ in store.list_runs()] == ["old"]
     assert store.job_states() == []
+
+
+def test_upgrade_of_a_database_made_by_the_previous_release(tmp_path):
+    """tests/data/schema-v2.db was written by beaconlite 0.1.0 (schema 2): one success with
+    a step, one run left running, one skipped row, a published job."""
+    import json
+    import shutil
+
+    from beaconlite import output
+
+    path = tmp_path / "b.db"
+    shutil.copy(ROOT / "tests" / "data" / "schema-v2.db", path)
+    with pytest.raises(StoreError, match="older than this beaconlite"):
+        store.open_reader(path)
+    store.open_writer(path)
+    assert store.db.execute_sql("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    found = {r.id: r for r, _, _ in store.list_runs()}
+    assert [(r.status, r.slots, r.last_slot_at) for r in found.values()] == [
+        ("skipped", 1, None),
+        ("running", 1, None),
+        ("success", 1, None),
+    ]
+    success = found[1]
+    assert json.loads(success.summary) == {"tables": 1} and success.scheduled_at == 1790000000.0
+    shaped = output.run_json(success, 1, 1)
+    assert shaped["slots"] == 1 and shaped["last_slot_at"] == shaped["scheduled_at"]
+    assert [s.name for s in store.get_run(1)[1]] == ["orders"]
+    assert [j.name for j in store.job_states()] == ["orders"]
+    # New rows use the new columns.
+    skip = store.record_skipped(
+        "orders", 1790000400.0, "missed", 1790000500.0, slots=3, last_slot_at=1790000520.0
+    )
+    assert (store.Run.get_by_id(skip).slots, store.Run.get_by_id(skip).last_slot_at) == (3, 1790000520.0)
 
 
 def test_newer_schema_is_refused(tmp_path):
