@@ -24,6 +24,13 @@ def many_requests(ctx):
             ctx.http.get(ctx.params["url"]).raise_for_status()
 
 
+def requests_forever(ctx):
+    """Requests in a loop with no step (nothing but the heartbeat can notice a foreign end)."""
+    while True:
+        ctx.http.get(ctx.params["url"])
+        time.sleep(0.05)
+
+
 def fetch(ctx):
     """One request, no steps; params url and optional headers."""
     resp = ctx.http.get(ctx.params["url"], headers=ctx.params.get("headers"))

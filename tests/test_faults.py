@@ -185,7 +185,7 @@ def test_an_external_lock_of_10s_with_three_jobs_every_second(daemon, tmp_path):
         what="every run's end to land",
     )
     landed = time.monotonic() - released
-    time.sleep(1.5)
+    wait_for(lambda: '"store.outage_end"' in d.log(), 5, what="the outage's end in the log")
     end = time.time() - 1
     started_before = [r for r in d.runs("c") if r.scheduled_at < started and r.status != "skipped"]
     assert started_before and all(r.status == "success" for r in started_before)  # its true status
@@ -227,6 +227,9 @@ command = ["echo", "hello"]
         log = d.log()
         assert "database or disk is full" in log
         assert "no transaction is active" not in log
+        # Some writes land while the disk is full (SQLite reuses its free pages): still one
+        # outage, logged once when it starts and once when it ends.
+        assert log.count('"store.outage"') == 1 and log.count('"store.outage_end"') == 1
         first = min(r.scheduled_at for r in d.runs("tick"))
         assert accounted_once(d.database, "tick", 1.0, first, int(time.time()) - 1) == []
         assert d.stop() == 0
@@ -263,26 +266,26 @@ def test_sigterm_while_the_database_is_locked_ends_cleanly(daemon, tmp_path):
     assert [r.error for r in d.runs("j") if r.status == "cancelled"]
 
 
-def test_a_stop_that_cannot_write_keeps_the_ends_for_the_next_start(inproc_daemon, store_faults, monkeypatch):
+def test_a_stop_that_cannot_write_keeps_the_ends_for_the_next_start(
+    inproc_daemon, store_faults, monkeypatch, tmp_path
+):
     monkeypatch.setattr(timing, "STOP_WRITE_WAIT", 0.5)
+    go = tmp_path / "go"
     d = inproc_daemon(
-        """
+        f"""
         [[jobs]]
         name = "j"
-        schedule = "every 1s"
-        run = "beaconlite.builtin:noop"
-        max_instances = 1
+        run = "jobs:wait_for_file"
+        params = {{path = "{go}"}}
         """
     )
-    wait_for(lambda: store.Run.select().where(store.Run.status == "success").count() >= 1, 5, what="a run")
-    live = threading.Event()
-    # A run that is live at the stop and ends; its end, and nothing else, is then refused.
     runner: Runner = d.runner
-    config_job = d.config.job("j")
-    run = runner.start(config_job, "manual", time.time())
-    wait_for(lambda: run.verdict is not None, 3, what="the manual run's verdict")
-    live.set()
+    run = runner.start(d.config.job("j"), "manual", time.time())
+    # The run ends while the database refuses every write: its end is pending at the stop.
     store_faults.fail_until_cleared("full")
+    go.touch()
+    wait_for(lambda: run.verdict is not None, 3, what="the manual run's verdict")
+    assert runner.pending_ends() == [run]
     t0 = time.monotonic()
     d.request_stop()
     d.thread.join(10)
@@ -386,6 +389,34 @@ def test_a_run_reaped_while_its_daemon_was_frozen_writes_nothing_more(daemon):
     assert statuses == [("timeout",)]
     assert not rows(d.database, "SELECT id FROM step WHERE status = 'running'")
     assert d.stop() == 0
+
+
+def test_a_reaped_run_without_steps_is_stopped_by_the_next_heartbeat(daemon, http_server):
+    """No step write to notice the foreign end: the heartbeat must, and no request leaves after."""
+    d = daemon(
+        f"""
+        [[jobs]]
+        name = "poller"
+        run = "jobs:requests_forever"
+        params = {{url = "{http_server.url}/ok"}}
+        timeout = "60s"
+        """
+    )
+    assert cli("-c", d.config, "trigger", "poller").returncode == 0
+    wait_for(lambda: http_server.count("/ok") >= 3, 5, what="requests")
+    d.signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # past orphan_after (2 s)
+        out = cli("-c", d.config, "reap", "--json")
+        assert out.returncode == 0 and len(json.loads(out.stdout)["reaped"]) == 1, out.stdout
+    finally:
+        d.signal(signal.SIGCONT)
+    time.sleep(1.5)  # a tick and a heartbeat
+    settled = http_server.count("/ok")
+    time.sleep(1.0)
+    assert http_server.count("/ok") == settled, d.log()  # no zombie requests
+    assert rows(d.database, "SELECT status FROM run") == [("timeout",)]
+    assert d.stop() == 0, d.log()
 
 
 # -- 7. the daemon lock and a job's forked child ---------------------------------------------

@@ -55,13 +55,21 @@ def _wait_left() -> float:
 
 class Outage:
     """Whether writes land. Logged once when an outage starts (with SQLite's words) and once
-    when it ends, however many writes fail in between."""
+    when it ends, however many writes fail in between.
+
+    A full disk lets some writes through (SQLite reuses pages it already has) and refuses
+    the next: a failure within ``QUIET`` seconds of the last success continues the same
+    outage, and its end is logged only once writes have landed for ``QUIET`` seconds.
+    ``active`` is about now (the last write), so the daemon stops deferring at once.
+    """
+
+    QUIET = 3.0
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.cause: str | None = None
-        self.since: float | None = None  # wall clock
-        self.ended = 0  # how many outages have ended (the daemon recovers after each)
+        self.cause: str | None = None  # set while the last write failed
+        self._first: tuple[str, float] | None = None  # (cause, monotonic since) of the outage
+        self._recovered_at: float | None = None  # monotonic time of the first success since
 
     @property
     def active(self) -> bool:
@@ -70,28 +78,34 @@ class Outage:
     def failed(self, error: BaseException) -> WriteFailed:
         cause = " ".join(str(error).split()) or type(error).__name__
         with self._lock:
-            first = self.cause is None
-            if first:
-                self.cause, self.since = cause, time.time()
-        if first:
+            starts = self._first is None
+            if starts:
+                self._first = (cause, time.monotonic())
+            if self.cause is None:
+                self.cause = cause
+            self._recovered_at = None
+        if starts:
             log.error("the database is not writable: %s", cause, extra={"event": "store.outage"})
         return WriteFailed(self.cause or cause)
 
     def succeeded(self) -> None:
-        if self.cause is None:  # the common case: no lock taken
+        if self._first is None:  # the common case: no lock taken
             return
+        now = time.monotonic()
         with self._lock:
-            cause, since = self.cause, self.since
-            self.cause = self.since = None
-            if cause is not None:
-                self.ended += 1
-        if cause is not None:
-            log.warning(
-                "the database is writable again after %.1fs (it was: %s)",
-                time.time() - since,
-                cause,
-                extra={"event": "store.outage_end"},
-            )
+            self.cause = None
+            if self._recovered_at is None:
+                self._recovered_at = now
+            if self._first is None or now - self._recovered_at < self.QUIET:
+                return
+            (cause, since), recovered = self._first, self._recovered_at
+            self._first = self._recovered_at = None
+        log.warning(
+            "the database is writable again after %.1fs (it was: %s)",
+            recovered - since,
+            cause,
+            extra={"event": "store.outage_end"},
+        )
 
 
 outage = Outage()
