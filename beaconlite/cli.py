@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from beaconlite import __version__, output
+from beaconlite import __version__, render
 from beaconlite.errors import BeaconError, ConfigError, Refused
 
 RUN_STATUSES = ("running", "success", "warning", "error", "timeout", "cancelled", "skipped")
@@ -68,7 +68,7 @@ def json_option(f):
 
 
 def duration_arg(value: str | None, what: str) -> float | None:
-    from beaconlite.units import parse_duration
+    from beaconlite.durations import parse_duration
 
     if value is None:
         return None
@@ -139,7 +139,7 @@ def lock_free(path: Path) -> bool:
 
 
 def emit(value, as_json: bool, text: str) -> None:
-    click.echo(output.dumps(value) if as_json else text)
+    click.echo(render.dumps(value) if as_json else text)
 
 
 # -- the commands -------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def check_config():
     from datetime import datetime, timezone
 
     from beaconlite.config import check_targets, resolve_timezone
-    from beaconlite.schedule import next_fire_times, parse_schedule
+    from beaconlite.cron import next_fire_times, parse_schedule
 
     config = load_config()
     check_targets(config)
@@ -172,11 +172,11 @@ def check_config():
             fires = "manual only"
         else:
             times = next_fire_times(parse_schedule(job.schedule), now, tz, 3)
-            fires = ", ".join(output.local(t.timestamp()) for t in times)
+            fires = ", ".join(render.local(t.timestamp()) for t in times)
         state = "" if job.enabled else " (disabled)"
         rows.append([job.name + state, job.kind, job.schedule or "-", fires])
     if rows:
-        click.echo(output.table(["JOB", "KIND", "SCHEDULE", "NEXT FIRES"], rows))
+        click.echo(render.table(["JOB", "KIND", "SCHEDULE", "NEXT FIRES"], rows))
 
 
 @cli.command()
@@ -215,19 +215,19 @@ def status(as_json: bool):
             "pid": daemon.pid if daemon else None,
             "host": daemon.host if daemon else None,
             "version": daemon.version if daemon else None,
-            "started_at": output.iso(daemon.started_at) if daemon else None,
-            "heartbeat_at": output.iso(daemon.heartbeat_at) if daemon else None,
+            "started_at": render.iso(daemon.started_at) if daemon else None,
+            "heartbeat_at": render.iso(daemon.heartbeat_at) if daemon else None,
         },
         "jobs": [
             {
                 **j,
-                "next_run_at": output.iso(j["next_run_at"]),
-                "last_finished_at": output.iso(j["last_finished_at"]),
+                "next_run_at": render.iso(j["next_run_at"]),
+                "last_finished_at": render.iso(j["last_finished_at"]),
             }
             for j in job_rows
         ],
     }
-    emit(value, as_json, output.status_text(daemon, state, job_rows, now))
+    emit(value, as_json, render.status_text(daemon, state, job_rows, now))
 
 
 @cli.command()
@@ -245,7 +245,7 @@ def runs(job, status_, limit, since, as_json):
     open_for_query()
     cutoff = time.time() - since_s if since_s is not None else None
     found = store.list_runs(job=job, status=status_, since=cutoff, limit=limit)
-    emit([output.run_json(r, total, ok) for r, total, ok in found], as_json, output.runs_text(found))
+    emit([render.run_json(r, total, ok) for r, total, ok in found], as_json, render.runs_text(found))
 
 
 @cli.command()
@@ -261,8 +261,8 @@ def show(run_id, as_json):
     if found is None:
         raise Refused(f"no run with id {run_id}")
     run, steps = found
-    detail = output.run_detail_json(run, steps)
-    emit(detail, as_json, output.show_text(run, detail))
+    detail = render.run_detail_json(run, steps)
+    emit(detail, as_json, render.show_text(run, detail))
     return exit_by_status(run.status) if run.status != "running" else ExitStatus.OK
 
 
@@ -296,7 +296,7 @@ def run_command(job_name, as_json):
     setup_logging(config)
     run_id, status = run_in_foreground(config, job)
     run, steps = store.get_run(run_id)
-    detail = output.run_detail_json(run, steps)
+    detail = render.run_detail_json(run, steps)
     duration = f" in {run.duration_s:.2f}s" if run.duration_s is not None else ""
     error = f": {run.error}" if run.error else ""
     emit(detail, as_json, f"run {run_id} ({job.name}) {status}{duration}{error}")
@@ -324,14 +324,14 @@ def daemon():
 @json_option
 def trigger(job_name, wait, timeout, as_json):
     """Ask the running daemon for a run of JOB now."""
-    from beaconlite import control, store
+    from beaconlite import client, store
 
     limit = duration_arg(timeout, "--timeout")
     config = load_config(required=False)
     if config is not None:
         config_job(config, job_name)
-    control.require_daemon(database_path(config))
-    answer = control.ask_daemon("trigger", job=job_name)
+    client.require_daemon(database_path(config))
+    answer = client.ask_daemon("trigger", job=job_name)
     if answer.error == "queued":
         emit(
             {"job": job_name, "run_id": None, "queued": True},
@@ -345,13 +345,13 @@ def trigger(job_name, wait, timeout, as_json):
     if not wait:
         emit({"job": job_name, "run_id": run_id}, as_json, f"run {run_id} ({job_name}) started")
         return ExitStatus.OK
-    status = control.wait_for_end(run_id, limit)
+    status = client.wait_for_end(run_id, limit)
     run, steps = store.get_run(run_id)
     if status == "running":
-        emit(output.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) still running")
+        emit(render.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) still running")
         return ExitStatus.NEGATIVE
     error = f": {run.error}" if run.error else ""
-    emit(output.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) {status}{error}")
+    emit(render.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) {status}{error}")
     return exit_by_status(status)
 
 
@@ -360,9 +360,9 @@ def trigger(job_name, wait, timeout, as_json):
 @click.argument("run_id", type=int)
 def cancel(run_id):
     """Stop a live run."""
-    from beaconlite import control
+    from beaconlite import client
 
-    status = control.cancel(database_path(load_config(required=False)), run_id)
+    status = client.cancel(database_path(load_config(required=False)), run_id)
     click.echo(f"run {run_id} {status}")
     return ExitStatus.OK if status == "cancelled" else ExitStatus.NEGATIVE
 
@@ -392,13 +392,13 @@ def reap(dry_run, older_than, batch_size, as_json):
     value = {
         "dry_run": dry_run,
         "reaped": [
-            {"id": o.id, "job": o.job, "started_at": output.iso(o.started_at), "reason": o.reason}
+            {"id": o.id, "job": o.job, "started_at": render.iso(o.started_at), "reason": o.reason}
             for o in done
         ],
     }
     verb = "would flip" if dry_run else "flipped"
     lines = [f"{verb} {len(done)} orphaned run(s) to timeout"]
-    lines += [f"  {o.id} {o.job} (started {output.local(o.started_at)}): {o.reason}" for o in done]
+    lines += [f"  {o.id} {o.job} (started {render.local(o.started_at)}): {o.reason}" for o in done]
     emit(value, as_json, "\n".join(lines))
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from beaconlite import __version__
+from beaconlite.durations import parse_duration, parse_size
 from beaconlite.errors import ConfigError
-from beaconlite.units import parse_duration, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -237,7 +237,7 @@ def _table(v):
 
 
 def _schedule(v):
-    from beaconlite.schedule import ScheduleError, parse_schedule, probe
+    from beaconlite.cron import ScheduleError, parse_schedule, probe
 
     try:
         probe(parse_schedule(_str(v)))

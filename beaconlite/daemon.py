@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 from beaconlite import __version__, clock, journal, reaper, sdnotify, store, timing
 from beaconlite.config import Config, check_targets, load_config
-from beaconlite.dispatch import Dispatcher
+from beaconlite.durations import format_duration
 from beaconlite.errors import BeaconError, RunCancelled, WriteFailed
 from beaconlite.lock import DaemonLock
 from beaconlite.notify import Notifier
-from beaconlite.output import iso
+from beaconlite.render import iso
 from beaconlite.runner import Runner
 from beaconlite.scheduler import Scheduler
-from beaconlite.units import format_duration
+from beaconlite.slots import Dispatcher
 
 log = logging.getLogger(__name__)
 

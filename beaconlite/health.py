@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from beaconlite import store, timing
-from beaconlite.units import format_duration
+from beaconlite.durations import format_duration
 
 DAY = 86400.0
 METRICS = (
@@ -21,7 +21,7 @@ METRICS = (
 
 def _overdue(jobs: list[tuple[str, str | None, bool]], since: float, now: float, tz) -> list[str]:
     """Jobs with two of their slots passed since their last start (or since `since`)."""
-    from beaconlite.schedule import due_slots, parse_schedule
+    from beaconlite.cron import due_slots, parse_schedule
 
     late = []
     for name, schedule, enabled in jobs:

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from beaconlite import output, store
+from beaconlite import render, store
 from beaconlite.config import Config, NotifySpec
 from beaconlite.redaction import Redactor
 
@@ -88,7 +88,7 @@ class Notifier:
         found = store.get_run(run_id)
         if found is None:
             return
-        payload = output.run_detail_json(*found)
+        payload = render.run_detail_json(*found)
         payload["event"] = event
         redact = Redactor(self.config.secrets)
         body = redact(json.dumps(payload)).encode()

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from beaconlite import store
-from beaconlite.units import format_duration
+from beaconlite.durations import format_duration
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from typing import Any
 from beaconlite import clock, kinds, store, timing
 from beaconlite.config import Config, JobSpec, import_paths
 from beaconlite.context import RunContext
+from beaconlite.durations import format_duration
 from beaconlite.errors import RunAborted, RunCancelled, RunTimeout, WriteFailed
 from beaconlite.redaction import Redactor, one_line
-from beaconlite.units import format_duration
 from beaconlite.verdict import Findings, describe_exception, from_steps, summary_json
 
 log = logging.getLogger(__name__)

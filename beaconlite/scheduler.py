@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from beaconlite.config import JobSpec
-from beaconlite.schedule import Every, Schedule, parse_schedule
+from beaconlite.cron import Every, Schedule, parse_schedule
 
 MAX_LISTED = 1000  # due slots APScheduler may list one by one after a gap
 

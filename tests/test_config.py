@@ -11,7 +11,7 @@ from beaconlite.config import (
     find_config,
     load_config,
 )
-from beaconlite.units import parse_duration, parse_size
+from beaconlite.durations import parse_duration, parse_size
 
 MINIMAL_JOB = """
 [[jobs]]

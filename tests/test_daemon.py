@@ -253,8 +253,8 @@ def test_thinned_slots_are_counted_from_the_schedule(tmp_db, make_config):
     """A long gap handed over as [first, latest]: the skipped row still says how many."""
     from beaconlite import clock, store
     from beaconlite.config import load_config
-    from beaconlite.dispatch import Dispatcher
     from beaconlite.runner import Runner
+    from beaconlite.slots import Dispatcher
 
     config = load_config(
         make_config("[[jobs]]\nname = 'tick'\nschedule = 'every 1s'\nrun = 'beaconlite.builtin:noop'\n")

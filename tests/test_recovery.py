@@ -16,7 +16,7 @@ from test_daemon import cli
 from beaconlite import clock, store
 from beaconlite.config import load_config
 from beaconlite.daemon import Daemon
-from beaconlite.dispatch import Fire
+from beaconlite.slots import Fire
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_upgrade_of_a_database_made_by_the_previous_release(tmp_path):
     import json
     import shutil
 
-    from beaconlite import output
+    from beaconlite import render
 
     path = tmp_path / "b.db"
     shutil.copy(ROOT / "tests" / "data" / "schema-v2.db", path)
@@ -94,7 +94,7 @@ def test_upgrade_of_a_database_made_by_the_previous_release(tmp_path):
     ]
     success = found[1]
     assert json.loads(success.summary) == {"tables": 1} and success.scheduled_at == 1790000000.0
-    shaped = output.run_json(success, 1, 1)
+    shaped = render.run_json(success, 1, 1)
     assert shaped["slots"] == 1 and shaped["last_slot_at"] == shaped["scheduled_at"]
     assert [s.name for s in store.get_run(1)[1]] == ["orders"]
     assert [j.name for j in store.job_states()] == ["orders"]

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from beaconlite.schedule import Every, ScheduleError, next_fire_times, parse_schedule
+from beaconlite.cron import Every, ScheduleError, next_fire_times, parse_schedule
 
 UTC = timezone.utc
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from beaconlite import clock, journal, store
 from beaconlite.config import Config, JobSpec, resolve_timezone
+from beaconlite.cron import due_slots, parse_schedule
+from beaconlite.durations import format_duration
 from beaconlite.errors import RunCancelled, SlotTaken, WriteFailed
-from beaconlite.output import iso
+from beaconlite.render import iso
 from beaconlite.runner import LiveRun, Runner
-from beaconlite.schedule import due_slots, parse_schedule
-from beaconlite.units import format_duration
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
-from beaconlite.units import parse_duration
+from beaconlite.durations import parse_duration
 
 SHORTHANDS = {
     "@hourly": "0 * * * *",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from beaconlite.units import format_duration
+from beaconlite.durations import format_duration
 
 
 def iso(ts: float | None) -> str | None:
