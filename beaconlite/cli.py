@@ -12,20 +12,19 @@ from pathlib import Path
 
 import click
 
-from beaconlite import __version__, render
+from beaconlite import __version__, render, statuses
 from beaconlite.errors import BeaconError, ConfigError, Refused
-
-RUN_STATUSES = ("running", "success", "warning", "error", "timeout", "cancelled", "skipped")
 
 
 class ExitStatus(enum.IntEnum):
     OK = 0  # done / yes
     NEGATIVE = 1  # a well-formed request with a negative answer
     CANNOT = 2  # usage error, malformed argument, bad config, unusable database
+    INTERRUPTED = 130  # a foreground command stopped by Ctrl-C, as shells expect
 
 
 def exit_by_status(status: str) -> ExitStatus:
-    return ExitStatus.OK if status in ("success", "warning") else ExitStatus.NEGATIVE
+    return ExitStatus.OK if status in statuses.OK else ExitStatus.NEGATIVE
 
 
 # -- global options, accepted before or after the command -------------------------------
@@ -233,7 +232,7 @@ def status(as_json: bool):
 @cli.command()
 @global_options
 @click.option("--job", help="Only this job.")
-@click.option("--status", "status_", type=click.Choice(RUN_STATUSES), help="Only this status.")
+@click.option("--status", "status_", type=click.Choice(statuses.ALL), help="Only this status.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=20, show_default=True)
 @click.option("--since", help='Started (skipped: recorded) within this long, e.g. "1h".')
 @json_option
@@ -263,7 +262,7 @@ def show(run_id, as_json):
     run, steps = found
     detail = render.run_detail_json(run, steps)
     emit(detail, as_json, render.show_text(run, detail))
-    return exit_by_status(run.status) if run.status != "running" else ExitStatus.OK
+    return exit_by_status(run.status) if run.status != statuses.RUNNING else ExitStatus.OK
 
 
 @cli.command()
@@ -347,7 +346,7 @@ def trigger(job_name, wait, timeout, as_json):
         return ExitStatus.OK
     status = client.wait_for_end(run_id, limit)
     run, steps = store.get_run(run_id)
-    if status == "running":
+    if status == statuses.RUNNING:
         emit(render.run_detail_json(run, steps), as_json, f"run {run_id} ({job_name}) still running")
         return ExitStatus.NEGATIVE
     error = f": {run.error}" if run.error else ""
@@ -499,7 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         code = ExitStatus.OK
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("beaconlite: interrupted", err=True)
-        code = 130
+        code = ExitStatus.INTERRUPTED
     except click.ClickException as e:
         fail(e.format_message())
         code = ExitStatus.CANNOT

@@ -11,19 +11,19 @@ import socket
 import time
 from pathlib import Path
 
-from beaconlite import reaper, store
+from beaconlite import reaper, store, timing
 from beaconlite.errors import Refused
 from beaconlite.lock import daemon_alive
 
 
-def poll(predicate, timeout: float, interval: float = 0.05):
+def poll(predicate, timeout: float, interval: float | None = None):
     """predicate() until truthy or timeout; its last value."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value or time.monotonic() >= deadline:
             return value
-        time.sleep(interval)
+        time.sleep(timing.CLI_POLL if interval is None else interval)
 
 
 def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
@@ -34,13 +34,15 @@ def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
         row = store.get_request(request)
         return row if row is not None and row.error is not None else None
 
-    answer = poll(answered, 5.0)
+    answer = poll(answered, timing.REQUEST_TAKE_WAIT)
     if not answer:
         if store.withdraw_request(request):
-            raise Refused("the daemon did not take the request within 5 s")
-        answer = poll(answered, 5.0)  # taken just now: its answer is on the way
+            raise Refused(f"the daemon did not take the request within {timing.REQUEST_TAKE_WAIT:g} s")
+        answer = poll(answered, timing.REQUEST_TAKE_WAIT)  # taken just now: its answer is on the way
     if not answer:
-        raise Refused("the daemon took the request but did not answer within 10 s")
+        raise Refused(
+            f"the daemon took the request but did not answer within {2 * timing.REQUEST_TAKE_WAIT:g} s"
+        )
     return answer
 
 
@@ -81,4 +83,4 @@ def cancel(path: Path, run_id: int) -> str:
             raise Refused(answer.error)
     else:
         raise Refused(f"run {run_id} belongs to a process on {owner.host if owner else '?'}")
-    return wait_for_end(run_id, 15.0)
+    return wait_for_end(run_id, timing.CANCEL_WAIT)

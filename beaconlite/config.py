@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from beaconlite import __version__
+from beaconlite import __version__, statuses
 from beaconlite.durations import parse_duration, parse_size
 from beaconlite.errors import ConfigError
 
@@ -21,8 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-STATUSES = ("running", "success", "warning", "error", "timeout", "cancelled", "skipped")
-NOTIFY_ON = ("success", "warning", "error", "timeout", "cancelled", "skipped", "recovered")
+NOTIFY_ON = (*statuses.ALL[1:], statuses.RECOVERED)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -237,7 +236,8 @@ def _table(v):
 
 
 def _schedule(v):
-    from beaconlite.cron import ScheduleError, parse_schedule, probe
+    from beaconlite.cron import parse_schedule, probe
+    from beaconlite.errors import ScheduleError
 
     try:
         probe(parse_schedule(_str(v)))
@@ -303,7 +303,7 @@ JOB_KEYS: dict[str, Callable] = {
     "min_success_rate": _rate,
     "retries": _int_in(0, 100),
     "retry_delay": _duration,
-    "retry_on": _list_of(_choice("error", "timeout")),
+    "retry_on": _list_of(_choice(*statuses.FAILURES)),
     "run": _str,
     "params": _table,
     "command": lambda v: v,  # its shape depends on `shell`: checked in _job

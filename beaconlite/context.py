@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from beaconlite import clock, store, timing
 from beaconlite.errors import RunAborted, RunCancelled, RunEnded, StepFailed, WriteFailed
 from beaconlite.redaction import one_line
+from beaconlite.statuses import ERROR, RUNNING, SUCCESS, WARNING
 from beaconlite.verdict import Findings, StepRecord, bounded, describe_exception, type_name
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class RunContext:
         """A finding: the current step (or, outside steps, the run) becomes a warning."""
         message = self._live.redact(one_line(_text(message)))
         if self._step is not None:
-            self._step.status = "warning"
+            self._step.status = WARNING
             self._step.error = message if not self._step.error else f"{self._step.error}; {message}"
         else:
             self.findings.warnings.append(message)
@@ -101,7 +102,7 @@ class RunContext:
             aborted = self._live.aborted
             if aborted is not None:
                 raise type(aborted)(aborted.reason) from e
-            record.status = "error"
+            record.status = ERROR
             line, trace = describe_exception(e)
             record.error = self._live.redact(one_line(line))
             if not isinstance(e, StepFailed):
@@ -109,8 +110,8 @@ class RunContext:
             self.log.info("%s: step %r failed: %s", self._live.label, record.name, record.error)
         finally:
             self._step = None
-        if record.status == "running":
-            record.status = "success"
+        if record.status == RUNNING:
+            record.status = SUCCESS
         record.finished_at = clock.wall()
         if record.row_id is not None:
             record.written, _ = self._write(

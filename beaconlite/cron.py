@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from beaconlite.durations import parse_duration
+from beaconlite.errors import ScheduleError
 
 SHORTHANDS = {
     "@hourly": "0 * * * *",
@@ -35,10 +36,6 @@ FIELDS = [
 ]
 # Far enough to cross any legal combination (Feb 29 on a given weekday: 28 years).
 SEARCH_LIMIT = timedelta(days=366 * 29)
-
-
-class ScheduleError(ValueError):
-    pass
 
 
 def _value(text: str, low: int, names: list[str] | None) -> int:

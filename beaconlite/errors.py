@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from beaconlite.statuses import CANCELLED, TIMEOUT
+
 
 class BeaconError(Exception):
     """Anything beaconlite refuses with one clear line."""
@@ -54,6 +56,10 @@ class SlotTaken(BeaconError):
     """(job, scheduled_at, attempt) already has a run: a slot starts at most once."""
 
 
+class ScheduleError(ValueError):
+    """A schedule that cannot be read, or that never fires; the message is fit for a user."""
+
+
 class StepFailed(Exception):
     """A step's finding: its message is the whole story (no exception type, no traceback)."""
 
@@ -65,7 +71,7 @@ class RunAborted(BaseException):
     does not swallow it.
     """
 
-    status = "cancelled"
+    status = CANCELLED
 
     def __init__(self, reason: str = ""):
         self.reason = reason
@@ -75,10 +81,10 @@ class RunAborted(BaseException):
 class RunTimeout(RunAborted):
     """The run's deadline passed."""
 
-    status = "timeout"
+    status = TIMEOUT
 
 
 class RunCancelled(RunAborted):
     """The run was cancelled, replaced, or the daemon is stopping."""
 
-    status = "cancelled"
+    status = CANCELLED

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from beaconlite import timing
 from beaconlite.config import Check, JobSpec, resolve_target
 from beaconlite.errors import StepFailed
+from beaconlite.statuses import SKIPPED
 from beaconlite.verdict import StepRecord
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def run_checks(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
         # Checks the run ended before: "skipped" steps (written with the run's end), so
         # the record shows every check.
         for check in job.checks[len(ctx.findings.steps) :]:
-            ctx.findings.steps.append(StepRecord(live.redact(check.name), status="skipped"))
+            ctx.findings.steps.append(StepRecord(live.redact(check.name), status=SKIPPED))
     return {"checks": len(job.checks)}
 
 

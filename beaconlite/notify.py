@@ -15,16 +15,12 @@ import subprocess
 import threading
 import time
 
-from beaconlite import render, store
+from beaconlite import render, statuses, store, timing
 from beaconlite.config import Config, NotifySpec
 from beaconlite.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 3
-BACKOFF = 1.0  # seconds before the 2nd attempt; doubles
-HTTP_TIMEOUT = (5.0, 10.0)
-COMMAND_TIMEOUT = 30.0
 QUEUE_LIMIT = 1000
 
 
@@ -35,8 +31,8 @@ def wanted(spec: NotifySpec, job: str, event: str) -> bool:
 def events_for(job: str, run_id: int, status: str) -> list[str]:
     """The run's status, plus "recovered" for a first success after an error or timeout."""
     events = [status]
-    if status in ("success", "warning") and store.previous_outcome(job, run_id) in ("error", "timeout"):
-        events.append("recovered")
+    if status in statuses.OK and store.previous_outcome(job, run_id) in statuses.FAILURES:
+        events.append(statuses.RECOVERED)
     return events
 
 
@@ -93,8 +89,8 @@ class Notifier:
         redact = Redactor(self.config.secrets)
         body = redact(json.dumps(payload)).encode()
         target = spec.url or " ".join(spec.command)
-        delay = BACKOFF
-        for attempt in range(1, ATTEMPTS + 1):
+        delay = timing.NOTIFY_BACKOFF
+        for attempt in range(1, timing.NOTIFY_ATTEMPTS + 1):
             error = self._send(spec, body)
             if error is None:
                 log.info(
@@ -110,7 +106,7 @@ class Notifier:
                     },
                 )
                 return
-            if attempt < ATTEMPTS:
+            if attempt < timing.NOTIFY_ATTEMPTS:
                 time.sleep(delay)
                 delay *= 2
         log.warning(
@@ -118,7 +114,7 @@ class Notifier:
             redact(target),
             run_id,
             event,
-            ATTEMPTS,
+            timing.NOTIFY_ATTEMPTS,
             redact(error),
             extra={"event": "notify.failed", "job": payload["job"], "run_id": run_id},
         )
@@ -131,14 +127,17 @@ class Notifier:
 
             try:
                 resp = requests.post(
-                    spec.url, data=body, timeout=HTTP_TIMEOUT, headers={"Content-Type": "application/json"}
+                    spec.url,
+                    data=body,
+                    timeout=timing.NOTIFY_HTTP_TIMEOUT,
+                    headers={"Content-Type": "application/json"},
                 )
             except requests.RequestException as e:
                 return f"{type(e).__name__}: {e}"
             return None if resp.ok else f"HTTP {resp.status_code}"
         try:
             done = subprocess.run(
-                list(spec.command), input=body, capture_output=True, timeout=COMMAND_TIMEOUT
+                list(spec.command), input=body, capture_output=True, timeout=timing.NOTIFY_COMMAND_TIMEOUT
             )
         except (OSError, subprocess.TimeoutExpired) as e:
             return str(e)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from beaconlite import store
 from beaconlite.durations import format_duration
+from beaconlite.statuses import TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def reap(orphans: list[Orphan], now: float, batch_size: int = 500) -> list[Orpha
     reaped = []
     for i in range(0, len(orphans), batch_size):
         batch = orphans[i : i + batch_size]
-        won = store.finish_abandoned_many([(o.id, o.reason) for o in batch], "timeout", now)
+        won = store.finish_abandoned_many([(o.id, o.reason) for o in batch], TIMEOUT, now)
         for orphan in batch:
             if orphan.id in won:
                 reaped.append(orphan)
@@ -88,7 +89,7 @@ def reap(orphans: list[Orphan], now: float, batch_size: int = 500) -> list[Orpha
                     orphan.id,
                     orphan.job,
                     orphan.reason,
-                    extra={"event": "reap", "job": orphan.job, "run_id": orphan.id, "status": "timeout"},
+                    extra={"event": "reap", "job": orphan.job, "run_id": orphan.id, "status": TIMEOUT},
                 )
             else:
                 log.info("run %d (%s) ended before it could be reaped", orphan.id, orphan.job)

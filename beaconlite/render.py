@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from beaconlite import statuses
 from beaconlite.durations import format_duration
+from beaconlite.redaction import one_line
 
 
 def iso(ts: float | None) -> str | None:
@@ -64,7 +66,7 @@ def step_json(step) -> dict:
 
 
 def run_detail_json(run, steps: list) -> dict:
-    ok = sum(1 for s in steps if s.status in ("success", "warning"))
+    ok = sum(1 for s in steps if s.status in statuses.OK)
     out = run_json(run, len(steps), ok)
     out["steps"] = [step_json(s) for s in steps]
     out["output"] = run.output
@@ -87,11 +89,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def one_line(text: str | None, width: int = 60) -> str:
-    if not text:
-        return "-"
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def cell(text: str | None, width: int = 60) -> str:
+    """A table cell: one bounded line, or "-"."""
+    return one_line(text, width) if text else "-"
 
 
 # -- text for people ----------------------------------------------------------------------
@@ -112,7 +112,7 @@ def status_text(daemon, state: str, jobs: list[dict], now: float) -> str:
             local(j["next_run_at"]),
             j["last_status"] or "-",
             str(j["live_runs"]),
-            one_line(j["last_skip_reason"], 50),
+            cell(j["last_skip_reason"], 50),
         ]
         for j in jobs
     ]
@@ -131,7 +131,7 @@ def runs_text(found: list) -> str:
             local(r.started_at or r.finished_at),
             format_duration(r.duration_s) if r.duration_s is not None else "-",
             f"{ok}/{total}" if total else "-",
-            one_line(r.error),
+            cell(r.error),
         ]
         for r, total, ok in found
     ]
@@ -152,10 +152,10 @@ def show_text(run, detail: dict) -> str:
         lines.append(f"  steps ({detail['steps_ok']}/{detail['steps_total']} ok):")
         for s in detail["steps"]:
             took = f" {s['duration_s']:.3f}s" if s["duration_s"] is not None else ""
-            err = f" - {one_line(s['error'], 80)}" if s["error"] else ""
+            err = f" - {cell(s['error'], 80)}" if s["error"] else ""
             lines.append(f"    {s['status']:9} {s['name']}{took}{err}")
     if detail["summary"] is not None:
-        lines.append(f"  summary:   {one_line(dumps(detail['summary']), 200)}")
+        lines.append(f"  summary:   {cell(dumps(detail['summary']), 200)}")
     if run.output:
         lines.append("  output (tail):")
         lines += ["    " + line for line in run.output.rstrip("\n").splitlines()[-40:]]

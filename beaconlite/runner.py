@@ -31,6 +31,7 @@ from beaconlite.context import RunContext
 from beaconlite.durations import format_duration
 from beaconlite.errors import RunAborted, RunCancelled, RunTimeout, WriteFailed
 from beaconlite.redaction import Redactor, one_line
+from beaconlite.statuses import ERROR, SUCCESS, WARNING
 from beaconlite.verdict import Findings, describe_exception, from_steps, summary_json
 
 log = logging.getLogger(__name__)
@@ -346,21 +347,21 @@ class Runner:
             status, error = live.aborted.status, live.aborted.reason
         elif failure is not None:
             # A RunAborted the job raised itself, with no abort pending, is an ordinary error.
-            status = "error"
+            status = ERROR
             error, trace = describe_exception(failure)
             findings.tracebacks.append(trace)
         else:
             status, error = from_steps(findings, live.job.min_success_rate)
             if summary_problem:
                 error = summary_problem if error is None else f"{error}; {summary_problem}"
-                if status == "success":
-                    status = "warning"
+                if status == SUCCESS:
+                    status = WARNING
         if live.job.kind != "command" and findings.tracebacks:
             output = "\n".join(t for t in findings.tracebacks if t)[-kinds.OUTPUT_TAIL :]
         return self._verdict(live, status, error, summary_text, output)
 
     def _failed(self, live: LiveRun, error: str) -> Verdict:
-        return self._verdict(live, "error", error, None, None)
+        return self._verdict(live, ERROR, error, None, None)
 
     def _verdict(self, live: LiveRun, status: str, error, summary, output) -> Verdict:
         elapsed = clock.elapsed() - live.started_elapsed

@@ -18,6 +18,13 @@ STOP_WRITE_WAIT = 30.0  # at a stop, recording every run's end waits at most thi
 DATABASE_CHECK = 1.0  # how often the daemon checks its database file is still the one it opened
 PRUNE_EVERY = 86400.0
 FIRST_PRUNE = 60.0
+REQUEST_TAKE_WAIT = 5.0  # the CLI waits this long for the daemon to take a request (it ticks every 1 s)
+CANCEL_WAIT = 15.0  # `cancel` waits this long for the run's final status
+CLI_POLL = 0.05  # how often the CLI looks at the database while it waits
+NOTIFY_ATTEMPTS = 3
+NOTIFY_BACKOFF = 1.0  # seconds before a notification's 2nd attempt; doubles
+NOTIFY_HTTP_TIMEOUT = (5.0, 10.0)  # connect, read
+NOTIFY_COMMAND_TIMEOUT = 30.0
 # A live run past its deadline is a health problem once the runner should have recorded
 # it: abort_grace, plus SIGTERM-to-SIGKILL for a command, plus a tick.
 RECORDING_SLACK = KILL_AFTER + 2.0

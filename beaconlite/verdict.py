@@ -19,9 +19,9 @@ from typing import Any
 from beaconlite import timing
 from beaconlite.errors import StepFailed
 from beaconlite.redaction import scrub
+from beaconlite.statuses import ERROR, OK, RUNNING, SUCCESS, WARNING
 
 SUMMARY_LIMIT = 64 * 1024  # bytes of JSON (SPEC 3)
-OK = ("success", "warning")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -30,7 +30,7 @@ class StepRecord:
     """One step as the run knows it; ``row_id`` is None while its row could not be written."""
 
     name: str
-    status: str = "running"
+    status: str = RUNNING
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -61,21 +61,21 @@ def from_steps(findings: Findings, min_success_rate: float) -> tuple[str, str | 
     """The run's status from its ended steps (SPEC section 3) and its error line."""
     steps = findings.steps
     if not steps:
-        return ("warning", None) if findings.warnings else ("success", None)
+        return (WARNING, None) if findings.warnings else (SUCCESS, None)
     ok = sum(1 for s in steps if s.status in OK)
     failed = [s for s in steps if s.status not in OK]
     rate = ok / len(steps)
     first = f": {failed[0].name}: {failed[0].error}" if failed and failed[0].error else ""
     if rate < min_success_rate:
-        return "error", f"{len(failed)} of {len(steps)} steps failed{first}"
+        return ERROR, f"{len(failed)} of {len(steps)} steps failed{first}"
     if failed:
-        return "warning", (
+        return WARNING, (
             f"{len(failed)} of {len(steps)} steps failed (success rate "
             f"{rate:.2f} >= {min_success_rate:g}){first}"
         )
-    if findings.warnings or any(s.status == "warning" for s in steps):
-        return "warning", None
-    return "success", None
+    if findings.warnings or any(s.status == WARNING for s in steps):
+        return WARNING, None
+    return SUCCESS, None
 
 
 # -- bounded calls into job code ------------------------------------------------------------

@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from beaconlite.cron import Every, ScheduleError, next_fire_times, parse_schedule
+from beaconlite.cron import Every, next_fire_times, parse_schedule
+from beaconlite.errors import ScheduleError
 
 UTC = timezone.utc
 

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 from peewee import fn
 
-from beaconlite.store.schema import FINISHED, OK, Instance, JobState, Run, Step
+from beaconlite.statuses import ERROR, FAILURES, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, TIMEOUT
+from beaconlite.store.schema import Instance, JobState, Run, Step
 
 
 def instances(ids) -> dict[int, Instance]:
@@ -47,7 +48,7 @@ def last_start(job: str) -> float | None:
 def previous_outcome(job: str, before_id: int) -> str | None:
     """The status of the job's last success, warning, error or timeout before this run."""
     latest = None
-    for status in ("success", "warning", "error", "timeout"):
+    for status in OUTCOMES:
         found = (
             Run.select(fn.MAX(Run.id))
             .where(Run.job == job, Run.status == status, Run.id < before_id)
@@ -63,19 +64,19 @@ def counts_since(since: float) -> dict[str, int]:
     runs = Run.select().where(Run.started_at >= since).count()
     by_status = dict(
         Run.select(Run.status, fn.COUNT(Run.id))
-        .where(Run.finished_at >= since, Run.status.in_(("error", "timeout")))
+        .where(Run.finished_at >= since, Run.status.in_(FAILURES))
         .group_by(Run.status)
         .tuples()
     )
     orphans = (
         Run.select()
-        .where(Run.finished_at >= since, Run.status == "timeout", Run.error.startswith("orphaned:"))
+        .where(Run.finished_at >= since, Run.status == TIMEOUT, Run.error.startswith("orphaned:"))
         .count()
     )
     return {
         "runs": runs,
-        "error": by_status.get("error", 0),
-        "timeout": by_status.get("timeout", 0),
+        "error": by_status.get(ERROR, 0),
+        "timeout": by_status.get(TIMEOUT, 0),
         "orphans": orphans,
     }
 
@@ -120,9 +121,7 @@ def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
 
 def job_overview(names: Iterable[str]) -> dict[str, dict]:
     """Per job: last status (skips ignored), when it finished, live runs, last skip reason."""
-    live = dict(
-        Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == "running").group_by(Run.job).tuples()
-    )
+    live = dict(Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == RUNNING).group_by(Run.job).tuples())
     out = {}
     for name in names:
         # One indexed MAX per status: (job, status, id) makes each a single seek, so this
@@ -134,7 +133,7 @@ def job_overview(names: Iterable[str]) -> dict[str, dict]:
         last = Run.get_by_id(last_id) if last_id else None
         skip = (
             Run.select(Run.error)
-            .where(Run.job == name, Run.status == "skipped")
+            .where(Run.job == name, Run.status == SKIPPED)
             .order_by(Run.id.desc())
             .first()
         )

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from peewee import IntegrityError, fn
 
 from beaconlite.errors import RunEnded, SlotTaken
+from beaconlite.statuses import ABORTED, RUNNING, SKIPPED
 from beaconlite.store.schema import Instance, JobState, Request, Run, Step, write
 
 
@@ -36,8 +37,8 @@ def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> set[int]:
         Instance.update(heartbeat_at=now).where(Instance.id == instance_id).execute()
         if not run_ids:
             return set()
-        Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == "running").execute()
-        live = {r.id for r in Run.select(Run.id).where(Run.id.in_(run_ids), Run.status == "running")}
+        Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == RUNNING).execute()
+        live = {r.id for r in Run.select(Run.id).where(Run.id.in_(run_ids), Run.status == RUNNING)}
     return set(run_ids) - live
 
 
@@ -65,7 +66,7 @@ def start_run(
         with write():
             return Run.insert(
                 job=job,
-                status="running",
+                status=RUNNING,
                 trigger=trigger,
                 attempt=attempt,
                 scheduled_at=scheduled_at,
@@ -94,7 +95,7 @@ def record_skipped(
         with write():
             return Run.insert(
                 job=job,
-                status="skipped",
+                status=SKIPPED,
                 trigger=trigger,
                 attempt=attempt,
                 scheduled_at=scheduled_at,
@@ -109,7 +110,7 @@ def record_skipped(
 
 def _require_live(run_id: int) -> None:
     status = run_status(run_id)
-    if status != "running":
+    if status != RUNNING:
         raise RunEnded(run_id, status)
 
 
@@ -117,7 +118,7 @@ def start_step(run_id: int, name: str, now: float) -> int:
     """A step row under a live run; RunEnded when the run's end is already recorded."""
     with write():
         _require_live(run_id)
-        return Step.insert(run_id=run_id, name=name, status="running", started_at=now).execute()
+        return Step.insert(run_id=run_id, name=name, status=RUNNING, started_at=now).execute()
 
 
 def finish_step(run_id: int, step_id: int, status: str, error: str | None, now: float) -> None:
@@ -125,7 +126,7 @@ def finish_step(run_id: int, step_id: int, status: str, error: str | None, now: 
     with write():
         _require_live(run_id)
         Step.update(status=status, error=error, finished_at=now).where(
-            Step.id == step_id, Step.status == "running"
+            Step.id == step_id, Step.status == RUNNING
         ).execute()
 
 
@@ -157,17 +158,17 @@ def finish_run(
     if suspended_s:
         fields["suspended_s"] = suspended_s
     with write():
-        won = Run.update(**fields).where(Run.id == run_id, Run.status == "running").execute() == 1
+        won = Run.update(**fields).where(Run.id == run_id, Run.status == RUNNING).execute() == 1
         if won:
             for step in steps:
                 values = {k: step[k] for k in ("status", "error", "started_at", "finished_at")}
                 if step["id"] is None:
                     Step.insert(run_id=run_id, name=step["name"], **values).execute()
                 else:
-                    Step.update(**values).where(Step.id == step["id"], Step.status == "running").execute()
-            in_flight = status if status in ("error", "timeout", "cancelled") else "skipped"
+                    Step.update(**values).where(Step.id == step["id"], Step.status == RUNNING).execute()
+            in_flight = status if status in ABORTED else SKIPPED
             Step.update(status=in_flight, finished_at=now).where(
-                Step.run_id == run_id, Step.status == "running"
+                Step.run_id == run_id, Step.status == RUNNING
             ).execute()
     return won
 
@@ -181,24 +182,24 @@ def finish_abandoned_many(rows: list[tuple[int, str]], status: str, now: float) 
     """Compare-and-set each (run id, reason) to ``status`` in one transaction; the ids won."""
     with write():
         ids = [run_id for run_id, _ in rows]
-        won = {r.id for r in Run.select(Run.id).where(Run.id.in_(ids), Run.status == "running")}
+        won = {r.id for r in Run.select(Run.id).where(Run.id.in_(ids), Run.status == RUNNING)}
         by_reason: dict[str, list[int]] = {}
         for run_id, reason in rows:
             if run_id in won:
                 by_reason.setdefault(reason, []).append(run_id)
         for reason, group in by_reason.items():
             Run.update(status=status, finished_at=now, error=reason, duration_s=now - Run.started_at).where(
-                Run.id.in_(group), Run.status == "running"
+                Run.id.in_(group), Run.status == RUNNING
             ).execute()
         if won:
             Step.update(status=status, finished_at=now).where(
-                Step.run_id.in_(list(won)), Step.status == "running"
+                Step.run_id.in_(list(won)), Step.status == RUNNING
             ).execute()
     return won
 
 
 def live_runs(instance_id: int | None = None) -> list[Run]:
-    query = Run.select().where(Run.status == "running")
+    query = Run.select().where(Run.status == RUNNING)
     if instance_id is not None:
         query = query.where(Run.instance_id == instance_id)
     return list(query.order_by(Run.id))
@@ -213,7 +214,7 @@ def last_started_slot(job: str) -> float | None:
     """The latest slot of a job that started (a slot starts at most once)."""
     return (
         Run.select(fn.MAX(Run.scheduled_at))
-        .where(Run.job == job, Run.status != "skipped", Run.trigger != "manual")
+        .where(Run.job == job, Run.status != SKIPPED, Run.trigger != "manual")
         .scalar()
     )
 
@@ -223,7 +224,7 @@ def ledger_mark(job: str) -> float | None:
     latest time a skip of it was recorded (a skip row settles every slot due before it)."""
     skipped = (
         Run.select(fn.MAX(Run.finished_at))
-        .where(Run.job == job, Run.status == "skipped", Run.trigger != "manual")
+        .where(Run.job == job, Run.status == SKIPPED, Run.trigger != "manual")
         .scalar()
     )
     marks = [m for m in (last_started_slot(job), skipped) if m is not None]
@@ -270,7 +271,7 @@ def save_job_states(states: list[dict]) -> None:
 
 def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
     """Delete finished runs (and steps) that finished before ``before``, in short batches."""
-    finished = (Run.status != "running") & (Run.finished_at < before)
+    finished = (Run.status != RUNNING) & (Run.finished_at < before)
     if dry_run:
         return Run.select().where(finished).count()
     total = 0

@@ -21,11 +21,10 @@ from peewee import (
 
 from beaconlite.errors import StoreError
 from beaconlite.lock import create_private_file
+from beaconlite.statuses import RUNNING
 from beaconlite.store.database import PRAGMAS, close, db, write
 
 SCHEMA_VERSION = 3
-FINISHED = ("success", "warning", "error", "timeout", "cancelled")  # terminal, not skipped
-OK = ("success", "warning")
 
 __all__ = ["close", "db", "write"]
 
@@ -84,7 +83,7 @@ class Run(BaseModel):
 
 # Live runs: the reaper, status and health read them all the time; a partial index keeps
 # that lookup independent of the history's size.
-Run.add_index(Run.index(Run.instance_id, name="run_live", where=(Run.status == "running")))
+Run.add_index(Run.index(Run.instance_id, name="run_live", where=(Run.status == RUNNING)))
 
 
 class Step(BaseModel):
