@@ -157,8 +157,8 @@ def check_config():
     """Validate the config; list the jobs with their next 3 fire times."""
     from datetime import datetime, timezone
 
-    from beaconlite.config import check_targets, resolve_timezone
-    from beaconlite.cron import next_fire_times, parse_schedule
+    from beaconlite.cron import next_fire_times, parse_schedule, resolve_timezone
+    from beaconlite.kinds import check_targets
 
     config = load_config()
     check_targets(config)
@@ -306,8 +306,8 @@ def run_command(job_name, as_json):
 @global_options
 def daemon():
     """Run the scheduler in the foreground (service managers run this)."""
-    from beaconlite.config import check_targets
     from beaconlite.daemon import Daemon
+    from beaconlite.kinds import check_targets
 
     config = load_config()
     check_targets(config)
@@ -331,14 +331,14 @@ def trigger(job_name, wait, timeout, as_json):
         config_job(config, job_name)
     client.require_daemon(database_path(config))
     answer = client.ask_daemon("trigger", job=job_name)
-    if answer.error == "queued":
+    if answer.answer == "queued":
         emit(
             {"job": job_name, "run_id": None, "queued": True},
             as_json,
             f"{job_name}: a run is live; this one is queued and starts when it ends",
         )
         return ExitStatus.OK
-    if answer.error:
+    if answer.answer == "refused":
         raise Refused(f"{job_name} did not start: {answer.error}")
     run_id = answer.result_run_id
     if not wait:
@@ -414,7 +414,7 @@ def health(as_prometheus, as_json):
     """The health verdict and metrics; exit 0 healthy, 1 not."""
     from beaconlite import health as health_check
     from beaconlite import store
-    from beaconlite.config import resolve_timezone
+    from beaconlite.cron import resolve_timezone
     from beaconlite.errors import StoreError
 
     config = load_config(required=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from beaconlite import reaper, store, timing
 from beaconlite.errors import Refused
 from beaconlite.lock import daemon_alive
+from beaconlite.statuses import RUNNING
 
 
 def poll(predicate, timeout: float, interval: float | None = None):
@@ -32,7 +33,7 @@ def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
 
     def answered():
         row = store.get_request(request)
-        return row if row is not None and row.error is not None else None
+        return row if row is not None and row.answer is not None else None
 
     answer = poll(answered, timing.REQUEST_TAKE_WAIT)
     if not answer:
@@ -53,11 +54,11 @@ def require_daemon(path: Path) -> None:
 
 def wait_for_end(run_id: int, timeout: float | None) -> str:
     status = poll(
-        lambda: (s := store.run_status(run_id)) != "running" and s,
+        lambda: (s := store.run_status(run_id)) != RUNNING and s,
         timeout if timeout is not None else float("inf"),
         0.1,
     )
-    return status or "running"
+    return status or RUNNING
 
 
 def cancel(path: Path, run_id: int) -> str:
@@ -66,20 +67,19 @@ def cancel(path: Path, run_id: int) -> str:
     status = store.run_status(run_id)
     if status is None:
         raise Refused(f"no run with id {run_id}")
-    if status != "running":
+    if status != RUNNING:
         raise Refused(f"run {run_id} is not live (it is {status})")
     run = store.Run.get_by_id(run_id)
     owner = store.instances([run.instance_id]).get(run.instance_id)
     host, now = socket.gethostname(), time.time()
     alive = daemon_alive(path)
-    orphans = {o.id: o for o in reaper.find_orphans(now, host, daemon_lock_free=not alive)}
-    if run_id in orphans:  # nobody runs it any more: record it here
-        store.finish_abandoned(run_id, "cancelled", f"cancelled ({orphans[run_id].reason})", now)
+    if reaper.cancel_orphan(run_id, now, host, daemon_lock_free=not alive):
+        pass  # nobody runs it any more: recorded here
     elif owner is not None and owner.kind == "foreground" and owner.host == host:
         os.kill(owner.pid, signal.SIGINT)  # `beaconlite run` cancels its run on Ctrl-C
     elif alive:
         answer = ask_daemon("cancel", run_id=run_id)
-        if answer.error:
+        if answer.answer == "refused":
             raise Refused(answer.error)
     else:
         raise Refused(f"run {run_id} belongs to a process on {owner.host if owner else '?'}")

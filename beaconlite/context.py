@@ -1,12 +1,16 @@
-"""RunContext: what a Python integrity run sees (steps, checkpoints, warnings, HTTP)."""
+"""RunContext: what a Python integrity run sees (steps, checkpoints, warnings, HTTP), and
+``RunControl``: the one narrow view of its run that the context and the job kinds get.
+
+The runner implements RunControl; nothing here calls the runner itself.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from beaconlite import clock, store, timing
 from beaconlite.errors import RunAborted, RunCancelled, RunEnded, StepFailed, WriteFailed
@@ -15,8 +19,10 @@ from beaconlite.statuses import ERROR, RUNNING, SUCCESS, WARNING
 from beaconlite.verdict import Findings, StepRecord, bounded, describe_exception, type_name
 
 if TYPE_CHECKING:
+    import subprocess
+
+    from beaconlite.config import JobSpec
     from beaconlite.http import RunSession
-    from beaconlite.runner import LiveRun
 
 log = logging.getLogger("beaconlite.run")
 
@@ -29,45 +35,85 @@ def _text(value: Any) -> str:
     return text if ok and isinstance(text, str) else f"<{type_name(value)}>"
 
 
+class RunControl(Protocol):
+    """What a run's code may ask of the run that hosts it."""
+
+    run_id: int
+    job: JobSpec
+    scheduled_at: float
+    deadline_at: float
+    import_paths: list[str]  # where its `run` target is imported from
+    findings: Findings
+
+    @property
+    def label(self) -> str:
+        """ "job #id", for log lines."""
+
+    def checkpoint(self) -> None:
+        """Raise the run's RunAborted when it is due to stop (RunAborted once it ended)."""
+
+    def enforce_deadline(self) -> None:
+        """Abort the run if its deadline passed by elapsed time (never raises)."""
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (elapsed time: counts time asleep)."""
+
+    def http_session(self) -> RunSession:
+        """The run's HTTP session (refused once the run is aborted)."""
+
+    def redact(self, text: str | None) -> str | None: ...
+
+    def add_secrets(self, values: Iterable[str]) -> None: ...
+
+    def attach_process(self, proc: subprocess.Popen) -> None:
+        """The run's command: the abort signals its process group."""
+
+    def keep_output(self, text: str) -> None:
+        """The run's output tail (a command's stdout and stderr)."""
+
+    def ended_elsewhere(self, status: str | None) -> None:
+        """A write found the run's end recorded by someone else: stop working on it."""
+
+
 class RunContext:
     """Handed to a Python run: ``def scan(ctx: RunContext) -> dict | None``."""
 
-    def __init__(self, live: LiveRun):
-        self._live = live
-        self.run_id: int = live.run_id
-        self.job: str = live.job.name
-        self.params: dict[str, Any] = dict(live.job.params)
-        self.scheduled_at = datetime.fromtimestamp(live.scheduled_at, timezone.utc)
-        self.deadline = datetime.fromtimestamp(live.deadline_at, timezone.utc)
-        self.log = logging.LoggerAdapter(log, {"run_id": live.run_id, "job": live.job.name})
+    def __init__(self, run: RunControl):
+        self._run = run
+        self.run_id: int = run.run_id
+        self.job: str = run.job.name
+        self.params: dict[str, Any] = dict(run.job.params)
+        self.scheduled_at = datetime.fromtimestamp(run.scheduled_at, timezone.utc)
+        self.deadline = datetime.fromtimestamp(run.deadline_at, timezone.utc)
+        self.log = logging.LoggerAdapter(log, {"run_id": run.run_id, "job": run.job.name})
         self._step: StepRecord | None = None
 
     @property
     def findings(self) -> Findings:
-        return self._live.findings
+        return self._run.findings
 
     @property
     def http(self) -> RunSession:
         """The run's requests.Session (timeouts capped to the deadline, broken off at abort)."""
-        return self._live.http_session()
+        return self._run.http_session()
 
     def remaining(self) -> float:
         """Seconds left before the deadline (elapsed time: counts time asleep)."""
-        return self._live.deadline_elapsed - clock.elapsed()
+        return self._run.remaining()
 
     def checkpoint(self) -> None:
         """Raise RunTimeout / RunCancelled when the run is due to stop (RunAborted once it ended)."""
-        self._live.checkpoint()
+        self._run.checkpoint()
 
     def warn(self, message: str) -> None:
         """A finding: the current step (or, outside steps, the run) becomes a warning."""
-        message = self._live.redact(one_line(_text(message)))
+        message = self._run.redact(one_line(_text(message)))
         if self._step is not None:
             self._step.status = WARNING
             self._step.error = message if not self._step.error else f"{self._step.error}; {message}"
         else:
             self.findings.warnings.append(message)
-        self.log.warning("%s: %s", self._live.label, message)
+        self.log.warning("%s: %s", self._run.label, message)
 
     def _write(self, fn, *args) -> tuple[bool, Any]:
         """A step write: (False, None) when the database refused it (the record stays in
@@ -78,7 +124,7 @@ class RunContext:
         except WriteFailed:
             return False, None
         except RunEnded as e:
-            self._live.runner.disown(self.run_id, e.status)
+            self._run.ended_elsewhere(e.status)
             raise RunCancelled(f"its end was recorded elsewhere as {e.status}") from None
 
     @contextmanager
@@ -87,7 +133,7 @@ class RunContext:
         self.checkpoint()
         if self._step is not None:
             raise RuntimeError(f"step {name!r} started inside step {self._step.name!r}")
-        record = StepRecord(self._live.redact(one_line(_text(name), 200)), started_at=clock.wall())
+        record = StepRecord(self._run.redact(one_line(_text(name), 200)), started_at=clock.wall())
         self.findings.steps.append(record)
         _, record.row_id = self._write(store.start_step, self.run_id, record.name, record.started_at)
         self._step = record
@@ -99,15 +145,13 @@ class RunContext:
         except Exception as e:
             # An exception caused by the abort (a socket shut down under a body read) is
             # the abort: the step in flight takes the run's status.
-            aborted = self._live.aborted
-            if aborted is not None:
-                raise type(aborted)(aborted.reason) from e
+            self.checkpoint()
             record.status = ERROR
             line, trace = describe_exception(e)
-            record.error = self._live.redact(one_line(line))
+            record.error = self._run.redact(one_line(line))
             if not isinstance(e, StepFailed):
-                self.findings.tracebacks.append(self._live.redact(f"step {record.name!r}:\n{trace}"))
-            self.log.info("%s: step %r failed: %s", self._live.label, record.name, record.error)
+                self.findings.tracebacks.append(self._run.redact(f"step {record.name!r}:\n{trace}"))
+            self.log.info("%s: step %r failed: %s", self._run.label, record.name, record.error)
         finally:
             self._step = None
         if record.status == RUNNING:

@@ -194,3 +194,17 @@ def due_slots(
         slots.append(t.timestamp())
     nxt = schedule.next_after(t, tz)
     return slots, nxt is not None and nxt.timestamp() <= until
+
+
+def resolve_timezone(name: str):
+    """A tzinfo for the daemon's `timezone` ("local" -> the system's IANA zone)."""
+    from zoneinfo import ZoneInfo
+
+    if name != "local":
+        return ZoneInfo(name)
+    try:
+        import tzlocal
+
+        return tzlocal.get_localzone()
+    except Exception:  # an unusual system zone setup: fall back to UTC, not to a crash
+        return ZoneInfo("UTC")

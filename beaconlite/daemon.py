@@ -17,15 +17,17 @@ import time
 from dataclasses import dataclass
 
 from beaconlite import __version__, clock, journal, reaper, sdnotify, store, timing
-from beaconlite.config import Config, check_targets, load_config
+from beaconlite.config import Config, load_config
 from beaconlite.durations import format_duration
 from beaconlite.errors import BeaconError, RunCancelled, WriteFailed
+from beaconlite.kinds import check_targets
 from beaconlite.lock import DaemonLock
 from beaconlite.notify import Notifier
 from beaconlite.render import iso
-from beaconlite.runner import Runner
+from beaconlite.runner import RunEnd, Runner
 from beaconlite.scheduler import Scheduler
-from beaconlite.slots import Dispatcher
+from beaconlite.slots import Slots
+from beaconlite.statuses import RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ class Daemon:
         self._reload = False
         self.instance: int | None = None
         self.runner: Runner | None = None
-        self.dispatcher: Dispatcher | None = None
+        self.slots: Slots | None = None
         self.scheduler: Scheduler | None = None
         self._published: str | None = None
         self._last = Clocks.read()
@@ -117,16 +119,16 @@ class Daemon:
         self.notifier = Notifier(self.config)
         gate = threading.Lock()
         self.runner = Runner(self.config, self.instance, on_end=self._on_end, gate=gate)
-        self.dispatcher = Dispatcher(self.config, self.runner, on_skip=self.notifier.run_ended)
+        self.slots = Slots(self.config, self.runner, on_skip=self.notifier.run_ended)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
-        self.scheduler = Scheduler(self.dispatcher.tz, self._on_fire, gate)
+        self.scheduler = Scheduler(self.slots.tz, self._on_fire, gate)
         self.scheduler.sync(self.config.jobs)
         if handle_signals:
             self._install_signals()
         self.scheduler.start()
         since = f" since {iso(previous.stopped_at or previous.heartbeat_at)}" if previous else ""
         with store.patience(timing.FIRE_WRITE_WAIT):
-            self.dispatcher.recover_missed(clock.wall(), f"the daemon was not running{since}")
+            self.slots.recover_missed(clock.wall(), f"the daemon was not running{since}")
         self._publish(None)
         log.info(
             "beaconlite %s started: pid %d, %d job(s), database %s",
@@ -233,14 +235,15 @@ class Daemon:
             if request.kind == "trigger":
                 job = self.config.job(request.job)
                 if job is None:
-                    store.answer_request(request.id, error=f"no job named {request.job!r}")
+                    store.answer_request(request.id, refused=f"no job named {request.job!r}")
                     continue
-                outcome = self.dispatcher.trigger(job, request.created_at)
-                error = "queued" if outcome.queued else (outcome.skipped or "")
-                store.answer_request(request.id, result_run_id=outcome.run_id, error=error)
+                outcome = self.slots.trigger(job, request.created_at)
+                store.answer_request(
+                    request.id, outcome.run_id, queued=outcome.queued, refused=outcome.reason
+                )
             elif request.kind == "cancel":
                 store.answer_request(
-                    request.id, result_run_id=request.run_id, error=self._cancel(request.run_id, tick.now)
+                    request.id, request.run_id, refused=self._cancel(request.run_id, tick.now)
                 )
 
     def _deadlines(self, tick: Tick) -> None:
@@ -252,7 +255,7 @@ class Daemon:
         self.runner.record_pending()
 
     def _retries(self, tick: Tick) -> None:
-        self.dispatcher.tick(tick.now)
+        self.slots.tick(tick.now)
 
     def _heartbeats(self, tick: Tick) -> None:
         """Our heartbeats; a run whose end someone else recorded is stopped here."""
@@ -268,12 +271,12 @@ class Daemon:
 
     def _recovery(self, tick: Tick) -> None:
         """Slots missed while asleep, frozen, or while the database refused writes."""
-        if self.dispatcher.has_unrecorded():
-            self.dispatcher.recover_unrecorded(tick.now)
+        if self.slots.has_unrecorded():
+            self.slots.recover_unrecorded(tick.now)
         if tick.gap:
             # Missed slots from the ledger, by elapsed-time-aware wall clock; then wake
             # APScheduler, whose monotonic wait would otherwise end late.
-            self.dispatcher.recover_missed(tick.now, tick.gap, since=self.started_at)
+            self.slots.recover_missed(tick.now, tick.gap, since=self.started_at)
             self.scheduler.wakeup()
 
     def _database_file(self, tick: Tick) -> None:
@@ -352,49 +355,37 @@ class Daemon:
                 recent = gap if clock.monotonic() - seen_at < 10 else None
                 why = self._explain_gap(self._last, Clocks.read(), self.tick_interval) or recent or why
             with store.patience(timing.FIRE_WRITE_WAIT):
-                self.dispatcher.fire(job_name, slots, clock.wall(), why)
+                self.slots.fire(job_name, slots, clock.wall(), why)
         except Exception:
             log.exception("fire of %s failed", job_name)
 
-    def _on_end(self, live, status: str) -> None:
-        self.dispatcher.on_end(live, status)
-        self.notifier.run_ended(live.job.name, live.run_id, status)
+    def _on_end(self, end: RunEnd) -> None:
+        self.slots.on_end(end)
+        self.notifier.run_ended(end.job, end.run_id, end.status)
 
-    def _cancel(self, run_id: int, now: float) -> str:
-        live = self.runner.get(run_id)
-        if live is not None:
-            live.abort(RunCancelled, "cancelled on request")
-            return ""
+    def _own(self) -> reaper.Own:
+        serving = {r.run_id for r in self.runner.live_runs() + self.runner.pending_ends()}
+        return reaper.Own(self.instance, frozenset(serving), self.config.daemon.abort_grace)
+
+    def _cancel(self, run_id: int, now: float) -> str | None:
+        """A cancel request: None when done, else why not."""
+        if self.runner.abort(run_id, RunCancelled, "cancelled on request"):
+            return None
         status = store.run_status(run_id)
         if status is None:
             return f"no run with id {run_id}"
-        if status != "running":
+        if status != RUNNING:
             return f"run {run_id} is not live (it is {status})"
         if any(r.run_id == run_id for r in self.runner.pending_ends()):
             return f"run {run_id} has ended; its end is not written yet"
-        orphans = {
-            o.id: o
-            for o in reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
-        }
-        if run_id in orphans:
-            store.finish_abandoned(
-                run_id, "cancelled", f"cancelled on request ({orphans[run_id].reason})", now
-            )
-            return ""
+        if self.runner.get(run_id) is not None:
+            return None  # live here, its abort already under way
+        if reaper.cancel_orphan(run_id, now, self.host, daemon_lock_free=True, own=self._own()):
+            return None
         return f"run {run_id} belongs to a live foreground `beaconlite run`: interrupt that process"
 
     def _reap(self, now: float) -> None:
-        orphans = reaper.find_orphans(now, self.host, daemon_lock_free=True, own_instance=self.instance)
-        grace = self.config.daemon.abort_grace
-        mine = {r.run_id for r in self.runner.live_runs() + self.runner.pending_ends()}
-        for row in store.live_runs(self.instance):
-            # Our own rows are judged by their deadline only; a thread still alive is aborted
-            # (its grace timer records it), a row no thread serves is flipped here.
-            if row.deadline_at + grace < now and row.id not in mine:
-                orphans.append(
-                    reaper.Orphan(row.id, row.job, row.started_at, "past its deadline and no longer running")
-                )
-        reaper.reap(orphans, now)
+        reaper.reap(reaper.find_orphans(now, self.host, daemon_lock_free=True, own=self._own()), now)
 
     def _prune_in_background(self, before: float) -> None:
         def prune():
@@ -431,7 +422,7 @@ class Daemon:
             log.warning("reload: a new database path takes effect at the next start")
         self.config = config
         self.runner.config = config
-        self.dispatcher.reconfigure(config)
+        self.slots.reconfigure(config)
         self.notifier.config = config
         self.scheduler.sync(config.jobs)
         with store.patience(timing.TICK_WRITE_WAIT):
@@ -453,7 +444,7 @@ class Daemon:
         try:
             self.scheduler.shutdown()
             with store.patience(timing.FIRE_WRITE_WAIT):
-                unwritten += self.dispatcher.drop_pending("the daemon is stopping", clock.wall())
+                unwritten += self.slots.drop_pending("the daemon is stopping", clock.wall())
             if settings.on_stop == "cancel":
                 self.runner.abort_all("daemon stopping")
                 self._wait_for_runs(settings.abort_grace)

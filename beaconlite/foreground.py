@@ -12,8 +12,9 @@ import socket
 import threading
 
 from beaconlite import __version__, clock, store, timing
-from beaconlite.config import Config, JobSpec, import_paths, resolve_target
+from beaconlite.config import Config, JobSpec
 from beaconlite.errors import ConfigError, RunCancelled, WriteFailed
+from beaconlite.kinds import import_paths, resolve_target
 from beaconlite.lock import DaemonLock
 from beaconlite.runner import Runner
 

@@ -1,92 +1,98 @@
 """The three job kinds: a Python integrity run, a command, declarative HTTP checks.
 
-Each takes (job, ctx, live) and returns the run's summary; what it found goes into ctx's
-findings (steps, warnings) for the runner's verdict. Aborts surface as RunAborted.
+Each takes the run (a ``RunControl``: its deadline, abort and output) and its ``RunContext``
+and returns the run's summary; what it found goes into the findings (steps, warnings) for
+the runner's verdict. Aborts surface as RunAborted. Calls go one way: the runner calls a
+kind, a kind calls the context and the run's narrow control, never the runner itself.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import select
 import signal
-import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from beaconlite import timing
-from beaconlite.config import Check, JobSpec, resolve_target
-from beaconlite.errors import StepFailed
+from beaconlite import process
+from beaconlite.config import Check, Config, JobSpec
+from beaconlite.errors import ConfigError, StepFailed
 from beaconlite.statuses import SKIPPED
 from beaconlite.verdict import StepRecord
 
 if TYPE_CHECKING:
-    from beaconlite.context import RunContext
-    from beaconlite.runner import LiveRun
-
-OUTPUT_TAIL = 64 * 1024
+    from beaconlite.context import RunContext, RunControl
 
 
-def run_python(job: JobSpec, ctx: RunContext, live: LiveRun) -> Any:
-    target = resolve_target(job.run, live.import_paths)
-    return target(ctx)
+# -- Python integrity runs ------------------------------------------------------------------
+
+
+def import_paths(config: Config) -> list[str]:
+    """Where `run` targets are imported from: the config's directory first."""
+    paths = [str(config.path.parent.absolute())] if config.path else []
+    return paths + list(config.daemon.python_path)
+
+
+def resolve_target(target: str, paths: list[str]) -> Callable:
+    """Import "module.path:function" by module path (no eval); ValueError on failure."""
+    for p in reversed(paths):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except (Exception, SystemExit) as e:
+        raise ValueError(f"cannot import {module_name!r}: {type(e).__name__}: {e}") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ValueError(f"{module_name!r} has no {attr!r}")
+    if not callable(obj):
+        raise ValueError(f"{target!r} is not callable")
+    return obj
+
+
+def check_targets(config: Config) -> None:
+    """Import every `run` target now, so a typo fails at start, not at 3 a.m."""
+    paths = import_paths(config)
+    for job in config.jobs:
+        if job.kind == "python":
+            try:
+                resolve_target(job.run, paths)
+            except ValueError as e:
+                raise ConfigError(f'{config.path}: job "{job.name}": key "run": {e}') from None
+
+
+def run_python(run: RunControl, ctx: RunContext) -> Any:
+    return resolve_target(run.job.run, run.import_paths)(ctx)
 
 
 # -- commands -----------------------------------------------------------------------------
 
 
-class Tail:
-    """The last OUTPUT_TAIL bytes of a stream, in bounded memory."""
-
-    def __init__(self, limit: int = OUTPUT_TAIL):
-        self.limit = limit
-        self.data = bytearray()
-
-    def add(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > 2 * self.limit:
-            del self.data[: len(self.data) - self.limit]
-
-    def text(self) -> str:
-        return bytes(self.data[-self.limit :]).decode("utf-8", "replace")
-
-
-def kill_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def run_command(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
+def run_command(run: RunControl, ctx: RunContext) -> dict:
+    job = run.job
     name = "sh -c" if job.shell else os.path.basename(job.command[0])
     code = None
     with ctx.step(name):
-        env = {**os.environ, **job.env}
         try:
-            proc = subprocess.Popen(
-                job.command,
-                shell=job.shell,
-                cwd=job.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: one killpg reaches them all
-            )
+            proc = process.spawn(job.command, job.shell, job.cwd, job.env)
         except OSError as e:
             raise StepFailed(f"cannot start {name}: {e.strerror or e}") from None
-        live.attach_process(proc)
-        tail = Tail()
+        run.attach_process(proc)
+        tail = process.Tail()
         try:
-            code = _pump(proc, tail, live)
+            # The Timer does not count time asleep; the run's elapsed-time check does.
+            code = process.pump(proc, tail, run.enforce_deadline)
         finally:
-            live.output = tail.text()
+            run.keep_output(tail.text())
             # Whatever the command left behind in its group goes with it.
-            kill_group(proc.pid, signal.SIGKILL)
+            process.kill_group(proc.pid, signal.SIGKILL)
             proc.stdout.close()
-        live.checkpoint()  # killed by the abort: the abort decides the status
+        ctx.checkpoint()  # killed by the abort: the abort decides the status
         if code in job.ok_exit_codes:
             pass
         elif code in job.warning_exit_codes:
@@ -96,30 +102,12 @@ def run_command(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
     return {"exit_code": code}
 
 
-def _pump(proc: subprocess.Popen, tail: Tail, live: LiveRun) -> int:
-    """Read output until the process exits (and its pipe closes, or lingers too long)."""
-    fd = proc.stdout.fileno()
-    exited_at = None
-    while True:
-        ready, _, _ = select.select([fd], [], [], 0.05)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break  # EOF: every writer is gone
-            tail.add(chunk)
-        if exited_at is None and proc.poll() is not None:
-            exited_at = time.monotonic()
-        if exited_at is not None and time.monotonic() - exited_at > timing.PIPE_LINGER:
-            break  # a grandchild holds the pipe: do not let it hold the run
-        live.enforce_deadline()  # the Timer does not count time asleep; elapsed time does
-    return proc.wait()
-
-
 # -- declarative HTTP checks --------------------------------------------------------------
 
 
-def run_checks(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
-    live.redactor.add(v for c in job.checks for v in c.headers.values())
+def run_checks(run: RunControl, ctx: RunContext) -> dict:
+    job = run.job
+    run.add_secrets(v for c in job.checks for v in c.headers.values())
     try:
         for check in job.checks:
             with ctx.step(check.name):
@@ -128,7 +116,7 @@ def run_checks(job: JobSpec, ctx: RunContext, live: LiveRun) -> dict:
         # Checks the run ended before: "skipped" steps (written with the run's end), so
         # the record shows every check.
         for check in job.checks[len(ctx.findings.steps) :]:
-            ctx.findings.steps.append(StepRecord(live.redact(check.name), status=SKIPPED))
+            ctx.findings.steps.append(StepRecord(run.redact(check.name), status=SKIPPED))
     return {"checks": len(job.checks)}
 
 
@@ -193,5 +181,6 @@ def _read_capped(resp, max_body: int, checkpoint: Callable[[], None]) -> bytes:
 KINDS = {"python": run_python, "command": run_command, "checks": run_checks}
 
 
-def execute(job: JobSpec, ctx: RunContext, live: LiveRun) -> Any:
-    return KINDS[job.kind](job, ctx, live)
+def execute(run: RunControl, ctx: RunContext) -> Any:
+    """Do the run's work; its summary (or None)."""
+    return KINDS[run.job.kind](run, ctx)

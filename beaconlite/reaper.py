@@ -3,7 +3,8 @@
 A `running` row is orphaned when its instance is dead: for a daemon, its lock is free or
 its heartbeat is older than the `orphan_after` it recorded; for a foreground `beaconlite run`,
 its process no longer exists on this host or its heartbeat is stale. The daemon's own runs
-are never judged by their heartbeat (only by their deadline, in the daemon).
+are never judged by their heartbeat, only by their deadline. The daemon, `beaconlite reap`
+and `beaconlite cancel` all ask ``find_orphans``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from beaconlite import store
 from beaconlite.durations import format_duration
-from beaconlite.statuses import TIMEOUT
+from beaconlite.statuses import CANCELLED, TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +56,58 @@ def _death(instance, now: float, host: str, daemon_lock_free: bool) -> str | Non
     return None
 
 
-def find_orphans(
-    now: float, host: str, *, daemon_lock_free: bool, own_instance: int | None = None, older_than: float = 0.0
-) -> list[Orphan]:
-    """Running rows whose instance is dead. The caller's own instance is never judged here.
+@dataclass(frozen=True)
+class Own:
+    """The calling daemon's view of its own runs: judged by their deadline only."""
 
+    instance: int
+    serving: frozenset[int]  # runs a thread of ours still serves (or whose end is pending)
+    grace: float  # abort_grace: a run is ours to end until its deadline plus this
+
+
+def find_orphans(
+    now: float,
+    host: str,
+    *,
+    daemon_lock_free: bool,
+    own: Own | None = None,
+    older_than: float = 0.0,
+    only: int | None = None,
+) -> list[Orphan]:
+    """Running rows that nothing runs any more: the one orphan rule.
+
+    A row of another instance is orphaned when that instance is dead (see ``_death``).
     ``daemon_lock_free``: no daemon holds the lock (the daemon itself passes True: holding
-    the lock, it knows every other daemon instance is gone).
+    the lock, it knows every other daemon instance is gone). A row of the caller's own
+    instance (``own``) is orphaned only when it is past its deadline plus grace and no
+    thread of the caller serves it. ``only``: look at this run alone.
     """
-    runs = [r for r in store.live_runs() if r.instance_id != own_instance or own_instance is None]
-    instances = store.instances(r.instance_id for r in runs)
+    runs = [r for r in store.live_runs() if only is None or r.id == only]
+    instances = store.instances(r.instance_id for r in runs if own is None or r.instance_id != own.instance)
     orphans = []
     for run in runs:
         if older_than and run.started_at and run.started_at > now - older_than:
             continue
-        reason = _death(instances.get(run.instance_id), now, host, daemon_lock_free)
+        if own is not None and run.instance_id == own.instance:
+            abandoned = run.deadline_at + own.grace < now and run.id not in own.serving
+            reason = "past its deadline and no longer running" if abandoned else None
+        else:
+            reason = _death(instances.get(run.instance_id), now, host, daemon_lock_free)
         if reason:
             orphans.append(Orphan(run.id, run.job, run.started_at, reason))
     return orphans
+
+
+def cancel_orphan(
+    run_id: int, now: float, host: str, *, daemon_lock_free: bool, own: Own | None = None
+) -> bool:
+    """Record a cancel of a run nothing runs any more; False when something still runs it."""
+    orphan = next(
+        iter(find_orphans(now, host, daemon_lock_free=daemon_lock_free, own=own, only=run_id)), None
+    )
+    if orphan is None:
+        return False
+    return store.finish_abandoned(run_id, CANCELLED, f"cancelled on request ({orphan.reason})", now)
 
 
 def reap(orphans: list[Orphan], now: float, batch_size: int = 500) -> list[Orphan]:

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from beaconlite import clock, kinds, store, timing
-from beaconlite.config import Config, JobSpec, import_paths
+from beaconlite import clock, kinds, process, store, timing
+from beaconlite.config import Config, JobSpec
 from beaconlite.context import RunContext
 from beaconlite.durations import format_duration
 from beaconlite.errors import RunAborted, RunCancelled, RunTimeout, WriteFailed
@@ -51,8 +51,12 @@ class Verdict:
     steps: list[dict] = field(default_factory=list)  # step rows the database refused so far
 
 
-class LiveRun:
-    """A run in this process: its abort state, its thread, its HTTP and its process."""
+class _LiveRun:
+    """A run in this process: its abort state, its thread, its HTTP and its process.
+
+    The runner's own: it implements ``RunControl`` for the run's context and job kind, and
+    ``Runner.start`` hands it back as a handle (``ended``, ``verdict``, ``abort``).
+    """
 
     def __init__(self, runner: Runner, run_id: int, job: JobSpec, trigger: str, scheduled_at: float,
                  attempt: int, started_at: float):  # fmt: skip
@@ -67,7 +71,7 @@ class LiveRun:
         self.started_elapsed = clock.elapsed()
         self.started_monotonic = clock.monotonic()
         self.deadline_elapsed = self.started_elapsed + job.timeout
-        self.import_paths = import_paths(runner.config)  # the config it started under
+        self.import_paths = kinds.import_paths(runner.config)  # the config it started under
         self.redactor = Redactor(runner.config.secrets)
         self.abort_grace = runner.config.daemon.abort_grace
         self.aborted: RunAborted | None = None
@@ -84,10 +88,22 @@ class LiveRun:
         self._session = None
         self._timers: list[threading.Timer] = []
 
-    # -- what the run's own thread calls --------------------------------------------------
+    # -- RunControl: what the run's own code calls -----------------------------------------
 
     def redact(self, text):
         return self.redactor(text)
+
+    def add_secrets(self, values) -> None:
+        self.redactor.add(values)
+
+    def keep_output(self, text: str) -> None:
+        self.output = text
+
+    def remaining(self) -> float:
+        return self.deadline_elapsed - clock.elapsed()
+
+    def ended_elsewhere(self, status: str | None) -> None:
+        self.runner.disown(self.run_id, status)
 
     def http_session(self):
         self.checkpoint()  # no session, and so no request, for a run that has ended
@@ -127,14 +143,14 @@ class LiveRun:
             self._process = proc
             aborted = self.aborted is not None
         if aborted:
-            kinds.kill_group(proc.pid, signal.SIGKILL)
+            process.kill_group(proc.pid, signal.SIGKILL)
 
     def kill_process(self) -> None:
         """SIGKILL the run's process group now (a stopping daemon waits no longer)."""
         with self._lock:
-            process = self._process
-        if process is not None:
-            kinds.kill_group(process.pid, signal.SIGKILL)
+            proc = self._process
+        if proc is not None:
+            process.kill_group(proc.pid, signal.SIGKILL)
 
     def finish_work(self) -> None:
         """The work ended: from now on an abort has nothing to stop."""
@@ -150,7 +166,7 @@ class LiveRun:
                 return False
             self.aborted = kind(reason)
             self.aborted_elapsed = clock.elapsed()
-            session, process = self._session, self._process
+            session, proc = self._session, self._process
         log.info(
             "%s: aborted: %s",
             self.label,
@@ -159,9 +175,9 @@ class LiveRun:
         )
         if session is not None:
             session.break_off()
-        if process is not None:
-            kinds.kill_group(process.pid, signal.SIGTERM)
-            self._later(timing.KILL_AFTER, kinds.kill_group, process.pid, signal.SIGKILL)
+        if proc is not None:
+            process.kill_group(proc.pid, signal.SIGTERM)
+            self._later(timing.KILL_AFTER, process.kill_group, proc.pid, signal.SIGKILL)
         # The tick gives up on it too (Runner.watch): this timer only makes it prompt.
         self._later(self.give_up_after(), self.runner.give_up, self)
         return True
@@ -197,12 +213,23 @@ class LiveRun:
             timer.cancel()
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """A run's recorded end, as the daemon's follow-ups (retries, notifications) see it."""
+
+    run_id: int
+    job: str
+    attempt: int
+    scheduled_at: float
+    status: str
+
+
 class CannotStart(Exception):
     """A thread the run needs could not start."""
 
 
 @contextmanager
-def deadline_scope(live: LiveRun):
+def deadline_scope(live: _LiveRun):
     """The run's deadline Timer for the duration of the block; its exit always cancels it."""
     timer = threading.Timer(
         max(0.0, live.deadline_elapsed - clock.elapsed()),
@@ -232,7 +259,7 @@ class Runner:
         self,
         config: Config,
         instance_id: int | None,
-        on_end: Callable[[LiveRun, str], None] | None = None,
+        on_end: Callable[[RunEnd], None] | None = None,
         gate: threading.Lock | None = None,
     ):
         self.config = config
@@ -240,18 +267,18 @@ class Runner:
         self.on_end = on_end
         self.gate = gate
         self._lock = threading.Lock()
-        self._live: dict[int, LiveRun] = {}  # working, or aborted and on its way out
-        self._pending: dict[int, LiveRun] = {}  # ended, but the database refused the record
-        self._leaked: list[LiveRun] = []
+        self._live: dict[int, _LiveRun] = {}  # working, or aborted and on its way out
+        self._pending: dict[int, _LiveRun] = {}  # ended, but the database refused the record
+        self._leaked: list[_LiveRun] = []
 
-    def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> LiveRun:
+    def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> _LiveRun:
         """Record the run (SlotTaken if its slot already ran; WriteFailed if the database
         refused), then start its thread. A thread that cannot start ends the run at once."""
         now = clock.wall()
         run_id = store.start_run(
             job.name, trigger, scheduled_at, attempt, now + job.timeout, self.instance_id, now
         )
-        live = LiveRun(self, run_id, job, trigger, scheduled_at, attempt, now)
+        live = _LiveRun(self, run_id, job, trigger, scheduled_at, attempt, now)
         with self._lock:
             self._live[run_id] = live
         log.info(
@@ -270,18 +297,28 @@ class Runner:
             self.end(live, self._failed(live, f"cannot start a thread: {e}"))
         return live
 
-    def live_runs(self) -> list[LiveRun]:
+    def live_runs(self) -> list[_LiveRun]:
         """Runs whose end is not decided yet (pending ends are not live)."""
         with self._lock:
             return list(self._live.values())
 
-    def pending_ends(self) -> list[LiveRun]:
+    def pending_ends(self) -> list[_LiveRun]:
         with self._lock:
             return list(self._pending.values())
 
-    def get(self, run_id: int) -> LiveRun | None:
+    def get(self, run_id: int) -> _LiveRun | None:
         with self._lock:
             return self._live.get(run_id)
+
+    def occupancy(self, job: str) -> tuple[list[int], int]:
+        """(the job's live runs not already aborting, oldest first; such runs of every job)."""
+        working = [r for r in self.live_runs() if r.aborted is None]
+        return sorted(r.run_id for r in working if r.job.name == job), len(working)
+
+    def abort(self, run_id: int, kind: type[RunAborted], reason: str) -> bool:
+        """Abort a live run of this process; False when it is not (or no longer) live."""
+        live = self.get(run_id)
+        return live is not None and live.abort(kind, reason)
 
     def leaked_threads(self) -> int:
         with self._lock:
@@ -311,7 +348,7 @@ class Runner:
 
     # -- the run thread -------------------------------------------------------------------
 
-    def _run(self, live: LiveRun) -> None:
+    def _run(self, live: _LiveRun) -> None:
         verdict = None
         try:
             if self.gate is not None:
@@ -331,14 +368,14 @@ class Runner:
             finally:
                 store.close()  # this thread's connection: threads come and go, descriptors must not
 
-    def _work(self, live: LiveRun) -> tuple[Any, BaseException | None]:
+    def _work(self, live: _LiveRun) -> tuple[Any, BaseException | None]:
         ctx = RunContext(live)
         try:
-            return kinds.execute(live.job, ctx, live), None
+            return kinds.execute(live, ctx), None
         except BaseException as e:  # the job's own code: anything at all becomes data
             return None, e
 
-    def _decide(self, live: LiveRun, summary: Any, failure: BaseException | None) -> Verdict:
+    def _decide(self, live: _LiveRun, summary: Any, failure: BaseException | None) -> Verdict:
         live.finish_work()
         findings = live.findings
         output = live.output
@@ -357,13 +394,13 @@ class Runner:
                 if status == SUCCESS:
                     status = WARNING
         if live.job.kind != "command" and findings.tracebacks:
-            output = "\n".join(t for t in findings.tracebacks if t)[-kinds.OUTPUT_TAIL :]
+            output = "\n".join(t for t in findings.tracebacks if t)[-process.OUTPUT_TAIL :]
         return self._verdict(live, status, error, summary_text, output)
 
-    def _failed(self, live: LiveRun, error: str) -> Verdict:
+    def _failed(self, live: _LiveRun, error: str) -> Verdict:
         return self._verdict(live, ERROR, error, None, None)
 
-    def _verdict(self, live: LiveRun, status: str, error, summary, output) -> Verdict:
+    def _verdict(self, live: _LiveRun, status: str, error, summary, output) -> Verdict:
         elapsed = clock.elapsed() - live.started_elapsed
         suspended = elapsed - (clock.monotonic() - live.started_monotonic)
         return Verdict(
@@ -379,7 +416,7 @@ class Runner:
 
     # -- the one owner of a run's end -----------------------------------------------------
 
-    def end(self, live: LiveRun, verdict: Verdict) -> None:
+    def end(self, live: _LiveRun, verdict: Verdict) -> None:
         """Decide the run's end (once: a later finisher changes nothing) and record it."""
         with live._lock:
             first = live.verdict is None
@@ -402,7 +439,7 @@ class Runner:
             self._pending[live.run_id] = live
         self._record(live)
 
-    def _record(self, live: LiveRun) -> bool:
+    def _record(self, live: _LiveRun) -> bool:
         """Write a decided end; False (kept pending) when the database refuses it."""
         verdict = live.verdict
         if live.disowned is not None:
@@ -452,7 +489,7 @@ class Runner:
         live.ended.set()
         if self.on_end is not None:
             try:
-                self.on_end(live, status)
+                self.on_end(RunEnd(live.run_id, live.job.name, live.attempt, live.scheduled_at, status))
             except Exception:
                 log.exception("%s: after its end", live.label)
         return True
@@ -464,7 +501,7 @@ class Runner:
                 break
         return len(self.pending_ends())
 
-    def give_up(self, live: LiveRun) -> None:
+    def give_up(self, live: _LiveRun) -> None:
         """abort_grace after an abort, the run still has not ended: record it ourselves."""
         aborted = live.aborted
         if live.verdict is not None or aborted is None:

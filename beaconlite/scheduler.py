@@ -34,7 +34,7 @@ class ScheduleTrigger(BaseTrigger):
     def get_next_fire_time(self, previous_fire_time, now):
         # After a long sleep APScheduler lists every due slot before handing them over: for
         # a short `every`, hundreds of thousands. Jump to the latest due slot instead; the
-        # dispatcher counts the missed ones from the schedule itself.
+        # slot policy counts the missed ones from the schedule itself.
         if previous_fire_time is not None and isinstance(self.schedule, Every):
             period = self.schedule.seconds
             if (now - previous_fire_time).total_seconds() > MAX_LISTED * period:

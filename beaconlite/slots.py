@@ -1,49 +1,180 @@
-"""What a due slot becomes: a run, a catch-up run, a queued fire, a retry, or a skipped row.
+"""What a due slot becomes: decide, then apply.
 
-APScheduler only says *when* slots are due. Here: several due slots of a job collapse to
-the latest (the rest summed up in one skipped row); a late slot runs as an ordinary run
+APScheduler only says *when* slots are due. ``collapse`` and ``admit`` decide, as pure
+functions of the job, its due slots, the time and what is live: several due slots collapse
+to the latest (the rest summed up in one skipped row); a late slot runs as an ordinary run
 within `misfire_grace`, else once as a `catchup` run (or is skipped with `catch_up = false`);
 a fire finding the job busy follows its `overlap` policy; a fire beyond
-`max_concurrent_runs` is skipped; a failed run gets its retries. Nothing here ever waits on
-a run: a fire starts a thread and returns.
+`max_concurrent_runs` is skipped. ``Slots`` applies the actions (its ``_apply`` is the only
+code here that writes) and keeps what waits: one queued fire per job, pending retries, and
+slots the database refused. Nothing here waits on a run: a start starts a thread and returns.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from beaconlite import clock, journal, store
-from beaconlite.config import Config, JobSpec, resolve_timezone
-from beaconlite.cron import due_slots, parse_schedule
+from beaconlite.config import Config, JobSpec
+from beaconlite.cron import due_slots, parse_schedule, resolve_timezone
 from beaconlite.durations import format_duration
 from beaconlite.errors import RunCancelled, SlotTaken, WriteFailed
 from beaconlite.render import iso
-from beaconlite.runner import LiveRun, Runner
+from beaconlite.runner import RunEnd, Runner
+from beaconlite.statuses import SKIPPED
 
 log = logging.getLogger(__name__)
+
+
+class Skip(enum.Enum):
+    """Why a fire became a skipped row."""
+
+    MISSED = "missed"  # one of several due slots, not the latest
+    LATE = "late"  # past misfire_grace, and catch_up = false
+    OVERLAP = "overlap"  # max_instances reached, overlap = "skip"
+    QUEUE_FULL = "queue full"  # overlap = "queue", and a fire is already held
+    CAPACITY = "capacity"  # max_concurrent_runs reached (leaked threads count)
+    STOPPING = "stopping"  # the daemon is stopping
+    DROPPED = "dropped"  # a held fire or a pending retry at a stop
 
 
 @dataclass(frozen=True)
 class Fire:
     job: str
     slot: float
-    trigger: str
+    trigger: str  # "schedule" | "catchup" | "manual" | "retry"
     attempt: int = 1
 
 
 @dataclass(frozen=True)
+class Busy:
+    """What is live when a fire is decided."""
+
+    job_runs: tuple[int, ...] = ()  # the job's live runs (not already aborting), oldest first
+    total: int = 0  # live runs of every job (not already aborting)
+    leaked: int = 0  # stuck threads: each holds a place all the same
+    queued: bool = False  # a fire of this job is held
+    stopping: bool = False
+
+
+@dataclass(frozen=True)
+class Start:
+    fire: Fire
+
+
+@dataclass(frozen=True)
+class SkipRow:
+    fire: Fire  # the (first) slot it stands for
+    why: Skip
+    reason: str
+    slots: int = 1
+    last_slot: float | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    fire: Fire
+    busy: str
+
+
+@dataclass(frozen=True)
+class Replace:
+    run_id: int
+    reason: str
+
+
+Action = Start | SkipRow | Hold | Replace
+
+
+# -- deciding ---------------------------------------------------------------------------------
+
+
+def collapse(job: JobSpec, slots: list[float], now: float, why_late: str, more: bool, tz) -> list[Action]:
+    """Due slots of one job (oldest first): the latest may run, the others are one skip.
+
+    ``more``: there were more due slots than listed (a long gap); the skip says so.
+    """
+    latest, late = slots[-1], now - slots[-1]
+    if late <= job.misfire_grace:
+        trigger = "schedule"
+    elif job.catch_up:
+        trigger = "catchup"
+    else:
+        trigger = None
+    actions: list[Action] = []
+    missed = slots[:-1] if trigger else slots
+    if missed:
+        last = missed[-1]
+        if len(slots) > 1:  # APScheduler thins a long run of slots: count them here
+            every, capped = due_slots(parse_schedule(job.schedule), tz, slots[0] - 0.001, slots[-1])
+            if capped:  # "more than 100000 ... between the first and the latest"
+                more, missed, last = True, every, slots[-1]
+            else:
+                missed = every[:-1] if trigger else every
+                last = missed[-1]
+        count = f"more than {len(missed)}" if more else str(len(missed))
+        span = (
+            f"at {iso(missed[0])}"
+            if len(missed) == 1 and not more
+            else f"between {iso(missed[0])} and {iso(last)}"
+        )
+        tail = "" if trigger else f"; catch_up = false and the latest is {format_duration(late)} late"
+        actions.append(
+            SkipRow(
+                Fire(job.name, missed[0], "schedule"),
+                Skip.MISSED if trigger else Skip.LATE,
+                f"missed {count} fire(s) {span}: {why_late}{tail}",
+                slots=len(missed),
+                last_slot=last,
+            )
+        )
+    if trigger:
+        actions.append(Start(Fire(job.name, latest, trigger)))
+    return actions
+
+
+def admit(job: JobSpec, fire: Fire, busy: Busy, max_concurrent: int) -> list[Action]:
+    """One fire, by the job's overlap policy and the daemon's capacity."""
+    if busy.stopping:
+        return [SkipRow(fire, Skip.STOPPING, "the daemon is stopping")]
+    actions: list[Action] = []
+    total = busy.total
+    if len(busy.job_runs) >= job.max_instances:
+        what = f"{len(busy.job_runs)} run(s) of {job.name} live (max_instances = {job.max_instances})"
+        if job.overlap == "skip":
+            return [SkipRow(fire, Skip.OVERLAP, f"overlap: {what}")]
+        if job.overlap == "queue":
+            if busy.queued:
+                return [SkipRow(fire, Skip.QUEUE_FULL, f"overlap: {what} and a fire is already queued")]
+            return [Hold(fire, what)]
+        actions.append(Replace(busy.job_runs[0], f"replaced by a newer run ({fire.trigger})"))
+        total -= 1
+    if total + busy.leaked >= max_concurrent:
+        held = f" and {busy.leaked} leaked thread(s)" if busy.leaked else ""
+        reason = f"capacity: {total} runs live{held} (max_concurrent_runs = {max_concurrent})"
+        return [*actions, SkipRow(fire, Skip.CAPACITY, reason)]
+    return [*actions, Start(fire)]
+
+
+# -- applying -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What became of a fire: a run id, and a reason when it did not start."""
+    """What became of a fire."""
 
-    run_id: int | None
-    skipped: str | None = None
+    run_id: int | None = None  # the run started, or the skipped row recorded
+    skipped: Skip | None = None
+    reason: str | None = None
     queued: bool = False
+    taken: bool = False  # its slot already had a run (a trigger tries the next instant)
 
 
-class Dispatcher:
+class Slots:
     def __init__(
         self, config: Config, runner: Runner, on_skip: Callable[[str, int, str], None] | None = None
     ):
@@ -65,10 +196,10 @@ class Dispatcher:
             self.config = config
             self.tz = resolve_timezone(config.daemon.timezone)
 
-    # -- slots ----------------------------------------------------------------------------
+    # -- due slots ------------------------------------------------------------------------
 
     def fire(self, job_name: str, slots: list[float], now: float, why_late: str, more: bool = False) -> None:
-        """Due slots of one job (oldest first): the latest may run, the rest are skipped.
+        """Due slots of one job (oldest first), from APScheduler or a recovery.
 
         Slots at or before the last one started are already dealt with: after a suspend both
         APScheduler and the daemon's own recovery deliver them, and only the first counts.
@@ -84,7 +215,20 @@ class Dispatcher:
                 started = store.last_started_slot(job.name)
                 slots = [s for s in slots if started is None or s > started]
             if slots:
-                self._fire(job, slots, now, why_late, more)
+                self._due(job, slots, now, why_late, more)
+
+    def _due(self, job: JobSpec, slots: list[float], now: float, why_late: str, more: bool) -> None:
+        for action in collapse(job, slots, now, why_late, more, self.tz):
+            try:
+                if isinstance(action, Start):
+                    self._admit(job, action.fire, now)
+                else:
+                    self._apply(job, action, now)
+            except WriteFailed as e:
+                # A refused skip leaves every slot to account for; a refused start (its skip
+                # landed), only the latest.
+                self._defer(job.name, [action.fire.slot] if isinstance(action, Start) else slots, e.cause)
+                return
 
     def _defer(self, job: str, slots: list[float], cause: str) -> None:
         first, last = slots[0], slots[-1]
@@ -108,49 +252,12 @@ class Dispatcher:
                 started = store.last_started_slot(job.name)
                 slots = [s for s in slots if started is None or s > started]
                 if slots:
-                    self._fire(job, slots, now, f"the database was not writable: {cause}", more)
+                    self._due(job, slots, now, f"the database was not writable: {cause}", more)
                 if name in self._unrecorded:  # refused again: the next tick tries again
                     return
 
     def has_unrecorded(self) -> bool:
         return bool(self._unrecorded)
-
-    def _fire(self, job: JobSpec, slots: list[float], now: float, why_late: str, more: bool) -> None:
-        latest, late = slots[-1], now - slots[-1]
-        if late <= job.misfire_grace:
-            trigger = "schedule"
-        elif job.catch_up:
-            trigger = "catchup"
-        else:
-            trigger = None
-        missed = slots[:-1] if trigger else slots
-        if missed:
-            last = missed[-1]
-            if len(slots) > 1:  # APScheduler thins a long run of slots: count them here
-                every, capped = due_slots(parse_schedule(job.schedule), self.tz, slots[0] - 0.001, slots[-1])
-                if capped:  # "more than 100000 ... between the first and the latest"
-                    more, missed, last = True, every, slots[-1]
-                else:
-                    missed = every[:-1] if trigger else every
-                    last = missed[-1]
-            count = f"more than {len(missed)}" if more else str(len(missed))
-            span = (
-                f"at {iso(missed[0])}"
-                if len(missed) == 1 and not more
-                else f"between {iso(missed[0])} and {iso(last)}"
-            )
-            tail = "" if trigger else f"; catch_up = false and the latest is {format_duration(late)} late"
-            reason = f"missed {count} fire(s) {span}: {why_late}{tail}"
-            try:
-                self._skip(job, missed[0], reason, now, slots=len(missed), last_slot=last)
-            except WriteFailed as e:
-                self._defer(job.name, slots, e.cause)
-                return
-        if trigger:
-            try:
-                self.start(Fire(job.name, latest, trigger), now)
-            except WriteFailed as e:
-                self._defer(job.name, [latest], e.cause)
 
     def recover_missed(self, now: float, why: str, since: float | None = None) -> None:
         """Each job's slots missed since its ledger mark (the last slot dealt with), or since
@@ -165,110 +272,108 @@ class Dispatcher:
             if slots:
                 self.fire(job.name, slots, now, why, more)
 
-    # -- starting -------------------------------------------------------------------------
+    # -- one fire -------------------------------------------------------------------------
+
+    def _busy(self, job: JobSpec) -> Busy:
+        mine, total = self.runner.occupancy(job.name)
+        return Busy(
+            job_runs=tuple(mine),
+            total=total,
+            leaked=self.runner.leaked_threads(),
+            queued=job.name in self._queued,
+            stopping=self.stopping,
+        )
 
     def start(self, fire: Fire, now: float) -> Outcome:
-        """Start a fire now, by the job's overlap policy and the daemon's capacity."""
+        """One fire now, by its job's overlap policy and the daemon's capacity."""
+        job = self.config.job(fire.job)
+        if job is None:
+            return Outcome(reason=f"no job named {fire.job!r}")
+        return self._admit(job, fire, now)
+
+    def _admit(self, job: JobSpec, fire: Fire, now: float) -> Outcome:
         with self._lock:
-            job = self.config.job(fire.job)
-            if job is None:
-                return Outcome(None, f"no job named {fire.job!r}")
-            if self.stopping:
-                return self._skip(job, fire.slot, "the daemon is stopping", now, fire)
-            live = [r for r in self.runner.live_runs() if r.aborted is None]
-            mine = sorted((r for r in live if r.job.name == job.name), key=lambda r: r.run_id)
-            if len(mine) >= job.max_instances:
-                busy = f"{len(mine)} run(s) of {job.name} live (max_instances = {job.max_instances})"
-                if job.overlap == "skip":
-                    return self._skip(job, fire.slot, f"overlap: {busy}", now, fire)
-                if job.overlap == "queue":
-                    if job.name in self._queued:
-                        return self._skip(
-                            job, fire.slot, f"overlap: {busy} and a fire is already queued", now, fire
-                        )
-                    self._queued[job.name] = fire
-                    log.info(
-                        "%s: %s; fire of %s queued",
-                        job.name,
-                        busy,
-                        iso(fire.slot),
-                        extra={"event": "run.queued", "job": job.name},
-                    )
-                    return Outcome(None, queued=True)
-                mine[0].abort(RunCancelled, f"replaced by a newer run ({fire.trigger})")
-                live.remove(mine[0])
-            leaked = self.runner.leaked_threads()  # a stuck thread holds a place all the same
-            if len(live) + leaked >= self.config.daemon.max_concurrent_runs:
-                held = f" and {leaked} leaked thread(s)" if leaked else ""
-                return self._skip(
-                    job,
-                    fire.slot,
-                    f"capacity: {len(live)} runs live{held} "
-                    f"(max_concurrent_runs = {self.config.daemon.max_concurrent_runs})",
-                    now,
-                    fire,
-                )
-            try:
-                started = self.runner.start(job, fire.trigger, fire.slot, fire.attempt)
-            except SlotTaken:
-                log.info("%s: slot %s attempt %d already has a run", job.name, iso(fire.slot), fire.attempt)
-                return Outcome(None, "this slot already has a run")
-            return Outcome(started.run_id)
+            actions = admit(job, fire, self._busy(job), self.config.daemon.max_concurrent_runs)
+            outcome = Outcome()
+            for action in actions:
+                outcome = self._apply(job, action, now)
+            return outcome
 
     def trigger(self, job: JobSpec, requested_at: float) -> Outcome:
         """A manual run; its slot is the request time (nudged if another took that instant)."""
         for nudge in range(10):
-            outcome = self.start(Fire(job.name, requested_at + nudge / 1000, "manual"), clock.wall())
-            if outcome.skipped != "this slot already has a run":
+            outcome = self._admit(job, Fire(job.name, requested_at + nudge / 1000, "manual"), clock.wall())
+            if not outcome.taken:
                 return outcome
         return outcome
 
-    def _skip(
-        self,
-        job: JobSpec,
-        slot: float,
-        reason: str,
-        now: float,
-        fire: Fire | None = None,
-        slots: int = 1,
-        last_slot: float | None = None,
-    ) -> Outcome:
-        """Record a skipped row (WriteFailed when the database refuses it)."""
-        trigger, attempt = (fire.trigger, fire.attempt) if fire else ("schedule", 1)
-        run_id = store.record_skipped(job.name, slot, reason, now, trigger, attempt, slots, last_slot)
-        if run_id is not None and self.on_skip is not None:
-            self.on_skip(job.name, run_id, "skipped")
-        log.info(
-            "%s: skipped: %s",
-            job.name,
-            reason,
-            extra={"event": "run.skipped", "job": job.name, "run_id": run_id, "status": "skipped"},
-        )
-        return Outcome(run_id, reason)
+    def _apply(self, job: JobSpec, action: Action, now: float) -> Outcome:
+        """The one writer: WriteFailed when the database refuses."""
+        if isinstance(action, Start):
+            fire = action.fire
+            try:
+                started = self.runner.start(job, fire.trigger, fire.slot, fire.attempt)
+            except SlotTaken:
+                log.info("%s: slot %s attempt %d already has a run", job.name, iso(fire.slot), fire.attempt)
+                return Outcome(taken=True, reason="this slot already has a run")
+            return Outcome(started.run_id)
+        if isinstance(action, SkipRow):
+            fire = action.fire
+            run_id = store.record_skipped(
+                job.name,
+                fire.slot,
+                action.reason,
+                now,
+                fire.trigger,
+                fire.attempt,
+                action.slots,
+                action.last_slot,
+            )
+            if run_id is not None and self.on_skip is not None:
+                self.on_skip(job.name, run_id, SKIPPED)
+            log.info(
+                "%s: skipped: %s",
+                job.name,
+                action.reason,
+                extra={"event": "run.skipped", "job": job.name, "run_id": run_id, "status": SKIPPED},
+            )
+            return Outcome(run_id, action.why, action.reason)
+        if isinstance(action, Hold):
+            self._queued[job.name] = action.fire
+            log.info(
+                "%s: %s; fire of %s queued",
+                job.name,
+                action.busy,
+                iso(action.fire.slot),
+                extra={"event": "run.queued", "job": job.name},
+            )
+            return Outcome(queued=True)
+        self.runner.abort(action.run_id, RunCancelled, action.reason)
+        return Outcome()
 
     # -- after a run ----------------------------------------------------------------------
 
-    def on_end(self, live: LiveRun, status: str) -> None:
+    def on_end(self, end: RunEnd) -> None:
         """A run ended (any thread): schedule its retry, release the job's queued fire."""
         with self._lock:
-            job = self.config.job(live.job.name)
+            job = self.config.job(end.job)
             if job is None or self.stopping:
                 return
-            if status in job.retry_on and live.attempt <= job.retries:
-                retry = Fire(job.name, live.scheduled_at, "retry", live.attempt + 1)
+            if end.status in job.retry_on and end.attempt <= job.retries:
+                retry = Fire(job.name, end.scheduled_at, "retry", end.attempt + 1)
                 self._retries.append((clock.elapsed() + job.retry_delay, retry))
                 log.info(
                     "%s: attempt %d %s; retry in %s",
                     job.name,
-                    live.attempt,
-                    status,
+                    end.attempt,
+                    end.status,
                     format_duration(job.retry_delay),
                     extra={"event": "run.retry", "job": job.name},
                 )
             queued = self._queued.pop(job.name, None)
         if queued is not None:
             try:
-                self.start(queued, clock.wall())
+                self._admit(job, queued, clock.wall())
             except WriteFailed:
                 with self._lock:  # the database refused: hold it for the next run's end
                     self._queued.setdefault(job.name, queued)
@@ -300,14 +405,14 @@ class Dispatcher:
         refused = []
         for fire in pending:
             job = self.config.job(fire.job)
-            if job is not None:
-                what = "pending retry" if fire.trigger == "retry" else "queued fire"
-                try:
-                    self._skip(job, fire.slot, f"{what} dropped: {reason}", now, fire)
-                except WriteFailed:
-                    refused.append(
-                        journal.skip_entry(
-                            job.name, fire.slot, f"{what} dropped: {reason}", now, fire.trigger, fire.attempt
-                        )
-                    )
+            if job is None:
+                continue
+            what = "pending retry" if fire.trigger == "retry" else "queued fire"
+            skip = SkipRow(fire, Skip.DROPPED, f"{what} dropped: {reason}")
+            try:
+                self._apply(job, skip, now)
+            except WriteFailed:
+                refused.append(
+                    journal.skip_entry(job.name, fire.slot, skip.reason, now, fire.trigger, fire.attempt)
+                )
         return refused

@@ -254,14 +254,14 @@ def test_thinned_slots_are_counted_from_the_schedule(tmp_db, make_config):
     from beaconlite import clock, store
     from beaconlite.config import load_config
     from beaconlite.runner import Runner
-    from beaconlite.slots import Dispatcher
+    from beaconlite.slots import Slots
 
     config = load_config(
         make_config("[[jobs]]\nname = 'tick'\nschedule = 'every 1s'\nrun = 'beaconlite.builtin:noop'\n")
     )
-    dispatcher = Dispatcher(config, Runner(config, None))
+    slots = Slots(config, Runner(config, None))
     now = float(int(clock.wall()))
-    dispatcher.fire("tick", [now - 86400, now], now, "the machine was suspended for 1d")
+    slots.fire("tick", [now - 86400, now], now, "the machine was suspended for 1d")
     (skipped,) = [r for r, _, _ in store.list_runs(status="skipped")]
     assert skipped.error.startswith("missed 86400 fire(s) between")  # all but the latest
     assert skipped.scheduled_at == now - 86400

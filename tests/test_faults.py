@@ -465,6 +465,8 @@ def test_a_database_deleted_or_replaced_stops_the_daemon(daemon, tmp_path, how):
     d.log_file.close()
     assert code == 1 and time.monotonic() - t0 < 3
     assert f"was {how} under the running daemon" in d.log()
+    if how == "deleted":
+        assert not d.database.exists()  # no thread of the daemon quietly made a new, empty one
 
 
 # -- 9. the compare-and-set, made to race on purpose -----------------------------------------

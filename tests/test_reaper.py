@@ -57,8 +57,13 @@ def test_orphan_rules(tmp_db, dead_pid):
     no_daemon = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True)}
     assert no_daemon == {"old", "fresh", "stale", "fg_gone", "fg_stale"}
 
-    own = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True, own_instance=fresh_daemon)}
-    assert "fresh" not in own  # a daemon's own runs are judged by their deadline only
+    # A daemon's own runs are judged by their deadline only: one a thread still serves is
+    # never an orphan; one past its deadline (+ grace) that nothing serves is.
+    serving = reaper.Own(fresh_daemon, frozenset({runs["fresh"]}), 10.0)
+    assert "fresh" not in {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True, own=serving)}
+    abandoned = reaper.Own(fresh_daemon, frozenset(), 10.0)
+    reasons = {o.job: o.reason for o in reaper.find_orphans(now, HOST, daemon_lock_free=True, own=abandoned)}
+    assert reasons["fresh"] == "past its deadline and no longer running"
 
     young = {o.job for o in reaper.find_orphans(now, HOST, daemon_lock_free=True, older_than=now - 102.5)}
     assert young == {"old", "fresh", "stale"}  # started at 100, 101, 102

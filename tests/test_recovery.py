@@ -128,9 +128,9 @@ def test_elapsed_time_jump_aborts_overdue_runs_and_catches_up_once(
     """)
     # the every-10-min job's last slot, as if it ran just now
     last_slot = (int(time.time()) // 600) * 600
-    d.dispatcher.start(Fire("ten", float(last_slot), "schedule"), time.time())
-    hanging = d.dispatcher.trigger(d.config.job("hanging"), time.time()).run_id
-    sleeper = d.dispatcher.trigger(d.config.job("sleeper"), time.time()).run_id
+    d.slots.start(Fire("ten", float(last_slot), "schedule"), time.time())
+    hanging = d.slots.trigger(d.config.job("hanging"), time.time()).run_id
+    sleeper = d.slots.trigger(d.config.job("sleeper"), time.time()).run_id
     wait_for(lambda: http_server.count("/hang") == 1, 5, what="the hanging request")
     pgid = wait_for(lambda: d.runner.get(sleeper)._process, 5, what="the command").pid
     assert {hanging, sleeper} <= {r.run_id for r in d.runner.live_runs()}

@@ -245,10 +245,15 @@ def take_requests(now: float) -> list[Request]:
     return found
 
 
-def answer_request(request_id: int, result_run_id: int | None = None, error: str = "") -> None:
-    """Answer a taken request; an empty error means done."""
+def answer_request(
+    request_id: int, run_id: int | None = None, queued: bool = False, refused: str | None = None
+) -> None:
+    """Answer a taken request: done (with the run it concerns), queued, or refused (why)."""
+    answer = "refused" if refused is not None else "queued" if queued else "done"
     with write():
-        Request.update(result_run_id=result_run_id, error=error).where(Request.id == request_id).execute()
+        Request.update(answer=answer, result_run_id=run_id, error=refused).where(
+            Request.id == request_id
+        ).execute()
 
 
 def get_request(request_id: int) -> Request | None:

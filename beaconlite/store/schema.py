@@ -24,7 +24,7 @@ from beaconlite.lock import create_private_file
 from beaconlite.statuses import RUNNING
 from beaconlite.store.database import PRAGMAS, close, db, write
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 __all__ = ["close", "db", "write"]
 
@@ -103,6 +103,7 @@ class Request(BaseModel):
     run_id = IntegerField(null=True)
     created_at = DoubleField()
     taken_at = DoubleField(null=True)
+    answer = CharField(null=True)  # "done" | "queued" | "refused" (error says why); null: not yet
     result_run_id = IntegerField(null=True)
     error = TextField(null=True)
 
@@ -132,12 +133,23 @@ def _add_slot_columns() -> None:
         db.execute_sql("ALTER TABLE run ADD COLUMN last_slot_at DOUBLE PRECISION")
 
 
+def _add_request_answer() -> None:
+    if "answer" not in {c.name for c in db.get_columns("request")}:
+        db.execute_sql("ALTER TABLE request ADD COLUMN answer VARCHAR(255)")
+        # Requests answered before: an empty error was "done", "queued" a held fire.
+        db.execute_sql(
+            "UPDATE request SET answer = CASE WHEN error = '' THEN 'done' "
+            "WHEN error = 'queued' THEN 'queued' ELSE 'refused' END WHERE error IS NOT NULL"
+        )
+
+
 # Each migration takes the schema from version i to i + 1. A later column change adds a
 # step here, never edits an earlier one.
 MIGRATIONS = [
     lambda: db.create_tables([Instance, Run, Step]),
     lambda: db.create_tables([Request, JobState]),
     _add_slot_columns,
+    _add_request_answer,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -195,7 +207,9 @@ def open_writer(path: Path, group_access: bool = False) -> None:
         create_private_file(path, file_mode(group_access))
     except OSError as e:
         raise StoreError(f"{path}: cannot create database: {e.strerror}") from None
-    _connect(path)
+    # mode=rw: every connection (each thread opens its own) finds the file or fails; none
+    # may quietly create an empty database where ours was deleted.
+    _connect(path, uri=f"file:{quote(str(path.absolute()))}?mode=rw")
     version = _schema_version(path)
     try:
         db.execute_sql("PRAGMA journal_mode=wal")
