@@ -164,18 +164,11 @@ def check_config():
     check_targets(config)
     tz = resolve_timezone(config.daemon.timezone)
     now = datetime.now(timezone.utc)
-    click.echo(f"{config.path}: ok, {len(config.jobs)} job(s), database {config.daemon.database}")
-    rows = []
-    for job in config.jobs:
-        if job.schedule is None:
-            fires = "manual only"
-        else:
-            times = next_fire_times(parse_schedule(job.schedule), now, tz, 3)
-            fires = ", ".join(render.local(t.timestamp()) for t in times)
-        state = "" if job.enabled else " (disabled)"
-        rows.append([job.name + state, job.kind, job.schedule or "-", fires])
-    if rows:
-        click.echo(render.table(["JOB", "KIND", "SCHEDULE", "NEXT FIRES"], rows))
+    fires = {
+        job.name: next_fire_times(parse_schedule(job.schedule), now, tz, 3) if job.schedule else None
+        for job in config.jobs
+    }
+    click.echo(render.check_config_text(config, fires))
 
 
 @cli.command()
@@ -188,45 +181,13 @@ def status(as_json: bool):
     config, path = open_for_query()
     now = time.time()
     daemon, state = store.daemon_state(now, lock_free(path))
-    published = {s.name: s for s in store.job_states()}
-    if config:
-        jobs = [(j.name, j.schedule, j.enabled) for j in config.jobs]
-    else:
-        jobs = [(s.name, s.schedule, bool(s.enabled)) for s in published.values()]
+    jobs = store.known_jobs(config)
     overview = store.job_overview([name for name, _, _ in jobs])
-    job_rows = []
-    for name, schedule, enabled in jobs:
-        # Only a running daemon will fire anything: otherwise there is no next run.
-        pub = published.get(name)
-        next_run = pub.next_run_at if (state == "running" and pub and enabled) else None
-        job_rows.append(
-            {
-                "name": name,
-                "schedule": schedule,
-                "enabled": enabled,
-                "next_run_at": next_run,
-                **overview[name],
-            }
-        )
-    value = {
-        "daemon": {
-            "state": state,
-            "pid": daemon.pid if daemon else None,
-            "host": daemon.host if daemon else None,
-            "version": daemon.version if daemon else None,
-            "started_at": render.iso(daemon.started_at) if daemon else None,
-            "heartbeat_at": render.iso(daemon.heartbeat_at) if daemon else None,
-        },
-        "jobs": [
-            {
-                **j,
-                "next_run_at": render.iso(j["next_run_at"]),
-                "last_finished_at": render.iso(j["last_finished_at"]),
-            }
-            for j in job_rows
-        ],
-    }
-    emit(value, as_json, render.status_text(daemon, state, job_rows, now))
+    published = {s.name: s for s in store.job_states()}
+    # Only a running daemon will fire anything: otherwise there is no next run.
+    fires = {name: s.next_run_at for name, s in published.items()} if state == "running" else {}
+    rows = render.job_rows(jobs, overview, fires)
+    emit(render.status_json(daemon, state, rows), as_json, render.status_text(daemon, state, rows, now))
 
 
 @cli.command()
@@ -388,17 +349,7 @@ def reap(dry_run, older_than, batch_size, as_json):
         now, socket.gethostname(), daemon_lock_free=not daemon_alive(path), older_than=age
     )
     done = orphans if dry_run else reaper.reap(orphans, now, batch_size)
-    value = {
-        "dry_run": dry_run,
-        "reaped": [
-            {"id": o.id, "job": o.job, "started_at": render.iso(o.started_at), "reason": o.reason}
-            for o in done
-        ],
-    }
-    verb = "would flip" if dry_run else "flipped"
-    lines = [f"{verb} {len(done)} orphaned run(s) to timeout"]
-    lines += [f"  {o.id} {o.job} (started {render.local(o.started_at)}): {o.reason}" for o in done]
-    emit(value, as_json, "\n".join(lines))
+    emit(render.reap_json(dry_run, done), as_json, render.reap_text(dry_run, done))
 
 
 @cli.command()
@@ -414,6 +365,7 @@ def health(as_prometheus, as_json):
     """The health verdict and metrics; exit 0 healthy, 1 not."""
     from beaconlite import health as health_check
     from beaconlite import store
+    from beaconlite.config import DaemonSettings
     from beaconlite.cron import resolve_timezone
     from beaconlite.errors import StoreError
 
@@ -421,13 +373,11 @@ def health(as_prometheus, as_json):
     path = database_path(config)
     try:
         store.open_reader(path)
-        if config:
-            jobs = [(j.name, j.schedule, j.enabled) for j in config.jobs]
-        else:
-            jobs = [(s.name, s.schedule, bool(s.enabled)) for s in store.job_states()]
-        tz = resolve_timezone(config.daemon.timezone if config else "local")
-        grace = config.daemon.abort_grace if config else 10.0
-        problems, metrics = health_check.check(time.time(), jobs, tz, grace, lock_free(path))
+        settings = config.daemon if config else DaemonSettings()
+        tz = resolve_timezone(settings.timezone)
+        problems, metrics = health_check.check(
+            time.time(), store.known_jobs(config), tz, settings.abort_grace, lock_free(path)
+        )
     except StoreError as e:
         problems, metrics = [f"database unreadable: {e}"], dict.fromkeys(health_check.METRICS)
     healthy = not problems
@@ -435,9 +385,7 @@ def health(as_prometheus, as_json):
         click.echo(health_check.prometheus(healthy, metrics))
         return ExitStatus.OK
     value = {"healthy": healthy, "problems": problems, "metrics": metrics}
-    text = ["healthy" if healthy else "unhealthy"] + [f"  problem: {p}" for p in problems]
-    text += [f"  {k}: {v}" for k, v in metrics.items()]
-    emit(value, as_json, "\n".join(text))
+    emit(value, as_json, render.health_text(healthy, problems, metrics))
     return ExitStatus.OK if healthy else ExitStatus.NEGATIVE
 
 

@@ -8,6 +8,10 @@ and ``clock.monotonic`` to simulate a suspend without one.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+
+from beaconlite import timing
+from beaconlite.durations import format_duration
 
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)  # Linux only
 
@@ -34,3 +38,30 @@ else:  # macOS and others: the wall clock is the only clock that counts sleep
 
 
 HAS_BOOTTIME = _BOOTTIME is not None
+
+
+@dataclass(frozen=True)
+class Clocks:
+    monotonic: float
+    elapsed: float
+    wall: float
+
+    @classmethod
+    def read(cls) -> Clocks:
+        return cls(monotonic(), elapsed(), wall())
+
+
+def explain_gap(before: Clocks, after: Clocks, interval: float) -> str | None:
+    """A suspend or a freeze between two readings of the clocks: why, or None."""
+    d_mono = after.monotonic - before.monotonic
+    # Linux: elapsed (CLOCK_BOOTTIME) minus monotonic is time suspended. Elsewhere the
+    # wall clock is the only clock that counts sleep, so a wall jump reads as a suspend.
+    if HAS_BOOTTIME:
+        suspended = (after.elapsed - before.elapsed) - d_mono
+    else:
+        suspended = (after.wall - before.wall) - d_mono
+    if suspended > timing.GAP:
+        return f"the machine was suspended for {format_duration(suspended)}"
+    if d_mono - interval > timing.GAP:
+        return f"the daemon was frozen for {format_duration(d_mono - interval)}"
+    return None

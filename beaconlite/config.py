@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,98 +54,6 @@ def find_config(explicit: str | None) -> Path | None:
     if os.environ.get("BEACONLITE_CONFIG"):
         return Path(os.environ["BEACONLITE_CONFIG"])
     return next((p for p in config_search_path() if p.is_file()), None)
-
-
-# -- the shapes ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    connect_timeout: float = 10.0
-    read_timeout: float = 300.0
-    max_body: int = 50_000_000
-    user_agent: str = f"beaconlite/{__version__}"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    url: str
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: str | None = None
-    json: Any = None
-    expect_status: tuple[int, ...] | None = None  # None: any 2xx
-    contains: str | None = None
-    expect_json: Mapping[str, Any] = field(default_factory=dict)
-    max_latency: float | None = None
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    kind: str  # "python" | "command" | "checks"
-    schedule: str | None = None
-    timeout: float = 1800.0
-    enabled: bool = True
-    max_instances: int = 1
-    overlap: str = "skip"
-    misfire_grace: float = 300.0
-    catch_up: bool = True
-    min_success_rate: float = 1.0
-    retries: int = 0
-    retry_delay: float = 60.0
-    retry_on: tuple[str, ...] = ("error",)
-    run: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    command: tuple[str, ...] | str | None = None
-    shell: bool = False
-    env: Mapping[str, str] = field(default_factory=dict)
-    cwd: str | None = None
-    ok_exit_codes: tuple[int, ...] = (0,)
-    warning_exit_codes: tuple[int, ...] = ()
-    checks: tuple[Check, ...] = ()
-    http: HttpSettings = field(default_factory=HttpSettings)
-
-
-@dataclass(frozen=True)
-class NotifySpec:
-    url: str | None = None
-    command: tuple[str, ...] | None = None
-    on: tuple[str, ...] = ("error", "timeout", "recovered")
-    jobs: tuple[str, ...] = ("*",)
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    database: Path = field(default_factory=default_database)
-    python_path: tuple[str, ...] = ()
-    timezone: str = "local"
-    log_level: str = "info"
-    log_format: str = "auto"
-    default_timeout: float = 1800.0
-    heartbeat_interval: float = 5.0
-    reaper_interval: float = 60.0
-    orphan_after: float = 120.0
-    abort_grace: float = 10.0
-    max_concurrent_runs: int = 8
-    on_stop: str = "cancel"
-    keep_history: float = 90 * 86400.0
-    group_access: bool = False
-    max_leaked_threads: int = 4
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path | None
-    daemon: DaemonSettings = field(default_factory=DaemonSettings)
-    http: HttpSettings = field(default_factory=HttpSettings)
-    jobs: tuple[JobSpec, ...] = ()
-    notify: tuple[NotifySpec, ...] = ()
-    secrets: frozenset[str] = frozenset()  # every ${ENV} value: redacted wherever we write
-
-    def job(self, name: str) -> JobSpec | None:
-        return next((j for j in self.jobs if j.name == name), None)
 
 
 # -- value parsers: each takes the raw TOML value, returns the clean one or raises ValueError
@@ -266,77 +174,125 @@ def _expect_status(v):
     return (_status_code(v),) if not isinstance(v, list) else _list_of(_status_code, False)(v)
 
 
-# The one defaults table: key -> (parser, default) per section. Defaults live in the
-# dataclasses above; a key's parser turns the TOML value into the dataclass field.
-DAEMON_KEYS: dict[str, Callable] = {
-    "database": _str,
-    "python_path": _list_of(_str),
-    "timezone": _timezone,
-    "log_level": _choice("debug", "info", "warning", "error"),
-    "log_format": _choice("text", "json", "auto"),
-    "default_timeout": _duration,
-    "heartbeat_interval": _duration,
-    "reaper_interval": _duration,
-    "orphan_after": _duration,
-    "abort_grace": _duration,
-    "max_concurrent_runs": _int_in(1, 10000),
-    "on_stop": _choice("cancel", "finish"),
-    "keep_history": parse_duration,  # 0 = keep everything
-    "group_access": _bool,
-    "max_leaked_threads": _int_in(1, 10000),
-}
-HTTP_KEYS: dict[str, Callable] = {
-    "connect_timeout": _duration,
-    "read_timeout": _duration,
-    "max_body": parse_size,
-    "user_agent": _str,
-}
-JOB_KEYS: dict[str, Callable] = {
-    "name": _str,
-    "schedule": _schedule,
-    "timeout": _duration,
-    "enabled": _bool,
-    "max_instances": _int_in(1, 10000),
-    "overlap": _choice("skip", "replace", "queue"),
-    "misfire_grace": _duration,
-    "catch_up": _bool,
-    "min_success_rate": _rate,
-    "retries": _int_in(0, 100),
-    "retry_delay": _duration,
-    "retry_on": _list_of(_choice(*statuses.FAILURES)),
-    "run": _str,
-    "params": _table,
-    "command": lambda v: v,  # its shape depends on `shell`: checked in _job
-    "shell": _bool,
-    "env": _table_of_str,
-    "cwd": _str,
-    "ok_exit_codes": _list_of(_int_in(0, 255), False),
-    "warning_exit_codes": _list_of(_int_in(0, 255)),
-    "checks": lambda v: v,
-    "http": _table,
-}
+# -- the shapes: every key once, with its default, its parser and (for a job) its kind ----
+
+
+def key(default: Any = MISSING, parse: Callable = _str, *, factory: Callable | None = None, kind: str = ""):
+    """A config key: its default, the parser of its TOML value, the job kind it belongs to."""
+    metadata = {"parse": parse, "kind": kind}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def keys(shape: type) -> dict[str, Callable]:
+    """A section's keys and their parsers, read off its dataclass."""
+    return {f.name: f.metadata["parse"] for f in fields(shape) if "parse" in f.metadata}
+
+
+def _same(v):
+    return v  # a value whose shape the loader checks itself (it depends on other keys)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    connect_timeout: float = key(10.0, _duration)
+    read_timeout: float = key(300.0, _duration)  # per socket read; the run deadline bounds it
+    max_body: int = key(50_000_000, parse_size)
+    user_agent: str = key(f"beaconlite/{__version__}")
+
+
+@dataclass(frozen=True)
+class Check:
+    url: str = key("")
+    name: str = key("")  # default: the URL without its query string (and credentials)
+    method: str = key("GET", lambda v: _choice(*METHODS)(_str(v).upper()))
+    headers: Mapping[str, str] = key(parse=_table_of_str, factory=dict)
+    body: str | None = key(None)
+    json: Any = key(None, _same)
+    expect_status: tuple[int, ...] | None = key(None, _expect_status)  # None: any 2xx
+    contains: str | None = key(None)
+    expect_json: Mapping[str, Any] = key(parse=_table, factory=dict)
+    max_latency: float | None = key(None, _duration)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str = key("")
+    kind: str = "python"  # "python" | "command" | "checks": which of run, command, checks it has
+    schedule: str | None = key(None, _schedule)
+    timeout: float = key(1800.0, _duration)  # the loader's default: daemon.default_timeout
+    enabled: bool = key(True, _bool)
+    max_instances: int = key(1, _int_in(1, 10000))
+    overlap: str = key("skip", _choice("skip", "replace", "queue"))
+    misfire_grace: float = key(300.0, _duration)
+    catch_up: bool = key(True, _bool)
+    min_success_rate: float = key(1.0, _rate)
+    retries: int = key(0, _int_in(0, 100))
+    retry_delay: float = key(60.0, _duration)
+    retry_on: tuple[str, ...] = key((statuses.ERROR,), _list_of(_choice(*statuses.FAILURES)))
+    run: str | None = key(None, kind="python")
+    params: Mapping[str, Any] = key(parse=_table, factory=dict, kind="python")
+    command: tuple[str, ...] | str | None = key(None, _same, kind="command")  # shape: see `shell`
+    shell: bool = key(False, _bool, kind="command")
+    env: Mapping[str, str] = key(parse=_table_of_str, factory=dict, kind="command")
+    cwd: str | None = key(None, kind="command")
+    ok_exit_codes: tuple[int, ...] = key((0,), _list_of(_int_in(0, 255), False), kind="command")
+    warning_exit_codes: tuple[int, ...] = key((), _list_of(_int_in(0, 255)), kind="command")
+    checks: tuple[Check, ...] = key((), _same, kind="checks")
+    http: HttpSettings = key(parse=_table, factory=HttpSettings)
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    url: str | None = key(None)
+    command: tuple[str, ...] | None = key(None, _list_of(_str, False))
+    on: tuple[str, ...] = key(
+        (statuses.ERROR, statuses.TIMEOUT, statuses.RECOVERED), _list_of(_choice(*NOTIFY_ON))
+    )
+    jobs: tuple[str, ...] = key(("*",), _list_of(_str))
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    database: Path = key(parse=_str, factory=default_database)
+    python_path: tuple[str, ...] = key((), _list_of(_str))
+    timezone: str = key("local", _timezone)
+    log_level: str = key("info", _choice("debug", "info", "warning", "error"))
+    log_format: str = key("auto", _choice("text", "json", "auto"))
+    default_timeout: float = key(1800.0, _duration)
+    heartbeat_interval: float = key(5.0, _duration)
+    reaper_interval: float = key(60.0, _duration)
+    orphan_after: float = key(120.0, _duration)
+    abort_grace: float = key(10.0, _duration)
+    max_concurrent_runs: int = key(8, _int_in(1, 10000))
+    on_stop: str = key("cancel", _choice("cancel", "finish"))
+    keep_history: float = key(90 * 86400.0, parse_duration)  # 0 = keep everything
+    group_access: bool = key(False, _bool)
+    max_leaked_threads: int = key(4, _int_in(1, 10000))
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    jobs: tuple[JobSpec, ...] = ()
+    notify: tuple[NotifySpec, ...] = ()
+    secrets: frozenset[str] = frozenset()  # every ${ENV} value: redacted wherever we write
+
+    def job(self, name: str) -> JobSpec | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+
+DAEMON = keys(DaemonSettings)
+HTTP = keys(HttpSettings)
+JOB = keys(JobSpec)
+CHECK = keys(Check)
+NOTIFY = keys(NotifySpec)
 KIND_KEYS = {
-    "python": {"run", "params"},
-    "command": {"command", "shell", "env", "cwd", "ok_exit_codes", "warning_exit_codes"},
-    "checks": {"checks"},
-}
-CHECK_KEYS: dict[str, Callable] = {
-    "name": _str,
-    "url": _str,
-    "method": lambda v: _choice(*METHODS)(_str(v).upper()),
-    "headers": _table_of_str,
-    "body": _str,
-    "json": lambda v: v,
-    "expect_status": _expect_status,
-    "contains": _str,
-    "expect_json": _table,
-    "max_latency": _duration,
-}
-NOTIFY_KEYS: dict[str, Callable] = {
-    "url": _str,
-    "command": _list_of(_str, False),
-    "on": _list_of(_choice(*NOTIFY_ON)),
-    "jobs": _list_of(_str),
+    kind: {f.name for f in fields(JobSpec) if f.metadata.get("kind") == kind}
+    for kind in ("python", "command", "checks")
 }
 TOP_KEYS = ("daemon", "http", "jobs", "notify")
 
@@ -401,14 +357,14 @@ class _Loader:
                 close = difflib.get_close_matches(key, TOP_KEYS, n=1, cutoff=0.6)
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
                 self.fail("top level", f'unknown section "{key}"{hint}')
-        daemon = self.section(data.get("daemon", {}), DAEMON_KEYS, "[daemon]")
+        daemon = self.section(data.get("daemon", {}), DAEMON, "[daemon]")
         base = self.path.parent
         daemon["database"] = (
             (base / daemon["database"]).absolute() if "database" in daemon else DaemonSettings().database
         )
         daemon["python_path"] = tuple(str((base / p).absolute()) for p in daemon.get("python_path", ()))
         daemon_settings = DaemonSettings(**daemon)
-        http = HttpSettings(**self.section(data.get("http", {}), HTTP_KEYS, "[http]"))
+        http = HttpSettings(**self.section(data.get("http", {}), HTTP, "[http]"))
 
         raw_jobs = data.get("jobs", [])
         if not isinstance(raw_jobs, list):
@@ -427,7 +383,7 @@ class _Loader:
         notify = []
         for index, raw in enumerate(raw_notify):
             where = f"[[notify]] #{index + 1}"
-            spec = self.section(raw, NOTIFY_KEYS, where)
+            spec = self.section(raw, NOTIFY, where)
             if ("url" in spec) == ("command" in spec):
                 self.fail(where, 'needs exactly one of "url" or "command"')
             notify.append(NotifySpec(**spec))
@@ -436,7 +392,7 @@ class _Loader:
     def job(self, raw, index: int, daemon: DaemonSettings, http: HttpSettings) -> JobSpec:
         name = raw.get("name") if isinstance(raw, dict) else None
         where = f'job "{name}"' if isinstance(name, str) else f"jobs[{index}]"
-        spec = self.section(raw, JOB_KEYS, where)
+        spec = self.section(raw, JOB, where)
         if "name" not in spec:
             self.fail(where, 'key "name" is missing')
         if not JOB_NAME.fullmatch(spec["name"]):
@@ -452,12 +408,12 @@ class _Loader:
             )
         kind = kinds[0]
         for key in spec:
-            for other, keys in KIND_KEYS.items():
-                if key in keys and other != kind:
+            for other, owned in KIND_KEYS.items():
+                if key in owned and other != kind:
                     self.fail(where, f'key "{key}" only applies to {other} jobs')
         spec.setdefault("timeout", daemon.default_timeout)
         spec["http"] = HttpSettings(
-            **{**http.__dict__, **self.section(raw.get("http", {}), HTTP_KEYS, f"{where} [jobs.http]")}
+            **{**http.__dict__, **self.section(raw.get("http", {}), HTTP, f"{where} [jobs.http]")}
         )
         if kind == "python" and not re.fullmatch(r"[\w.]+:[\w.]+", spec["run"]):
             self.fail(where, f'key "run": {spec["run"]!r} is not "module.path:function"')
@@ -489,7 +445,7 @@ class _Loader:
         return tuple(value)
 
     def check(self, raw, where: str) -> Check:
-        spec = self.section(raw, CHECK_KEYS, where)
+        spec = self.section(raw, CHECK, where)
         if "url" not in spec:
             self.fail(where, 'key "url" is missing')
         parts = urlsplit(spec["url"])

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from beaconlite import __version__, clock, journal, reaper, sdnotify, store, timing
 from beaconlite.config import Config, load_config
-from beaconlite.durations import format_duration
-from beaconlite.errors import BeaconError, RunCancelled, WriteFailed
+from beaconlite.errors import BeaconError, WriteFailed
+from beaconlite.inbox import Inbox
 from beaconlite.kinds import check_targets
 from beaconlite.lock import DaemonLock
 from beaconlite.notify import Notifier
@@ -27,7 +27,6 @@ from beaconlite.render import iso
 from beaconlite.runner import RunEnd, Runner
 from beaconlite.scheduler import Scheduler
 from beaconlite.slots import Slots
-from beaconlite.statuses import RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +46,8 @@ DUTIES = (
 
 
 @dataclass(frozen=True)
-class Clocks:
-    monotonic: float
-    elapsed: float
-    wall: float
-
-    @classmethod
-    def read(cls) -> Clocks:
-        return cls(clock.monotonic(), clock.elapsed(), clock.wall())
-
-
-@dataclass(frozen=True)
 class Tick:
-    clocks: Clocks
+    clocks: clock.Clocks
     gap: str | None  # why this tick came late (a suspend, a freeze), or None
 
     @property
@@ -81,7 +69,7 @@ class Daemon:
         self.slots: Slots | None = None
         self.scheduler: Scheduler | None = None
         self._published: str | None = None
-        self._last = Clocks.read()
+        self._last = clock.Clocks.read()
         self._last_gap: tuple[str | None, float] = (None, 0.0)
         self._due: dict[str, float] = {}  # duty -> monotonic time it is next due
         self._failing: set[str] = set()  # duties whose last run raised (logged once)
@@ -120,6 +108,7 @@ class Daemon:
         gate = threading.Lock()
         self.runner = Runner(self.config, self.instance, on_end=self._on_end, gate=gate)
         self.slots = Slots(self.config, self.runner, on_skip=self.notifier.run_ended)
+        self.inbox = Inbox(self.slots, self.runner, self.host)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
         self.scheduler = Scheduler(self.slots.tz, self._on_fire, gate)
         self.scheduler.sync(self.config.jobs)
@@ -157,7 +146,7 @@ class Daemon:
     # -- the tick -------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        self._last = Clocks.read()
+        self._last = clock.Clocks.read()
         while not self._stop:
             interval = self.tick_interval
             # Tick half-way between whole seconds, where schedules put their slots: the
@@ -169,11 +158,11 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self.reload()
-            self.tick(Clocks.read())
+            self.tick(clock.Clocks.read())
 
-    def tick(self, clocks: Clocks) -> None:
+    def tick(self, clocks: clock.Clocks) -> None:
         """One tick: every duty once (each contained), then the watchdog ping."""
-        gap = self._explain_gap(self._last, clocks, self.tick_interval)
+        gap = clock.explain_gap(self._last, clocks, self.tick_interval)
         if gap:
             log.warning("%s; catching up", gap, extra={"event": "daemon.gap"})
             self._last_gap = (gap, clocks.monotonic)
@@ -211,40 +200,11 @@ class Daemon:
         self._due[duty] = tick.clocks.monotonic + interval
         return True
 
-    @staticmethod
-    def _explain_gap(before: Clocks, after: Clocks, interval: float) -> str | None:
-        """A suspend or a freeze between two readings of the clocks: why, or None."""
-        d_mono = after.monotonic - before.monotonic
-        # Linux: elapsed (CLOCK_BOOTTIME) minus monotonic is time suspended. Elsewhere the
-        # wall clock is the only clock that counts sleep, so a wall jump reads as a suspend.
-        if clock.HAS_BOOTTIME:
-            suspended = (after.elapsed - before.elapsed) - d_mono
-        else:
-            suspended = (after.wall - before.wall) - d_mono
-        if suspended > timing.GAP:
-            return f"the machine was suspended for {format_duration(suspended)}"
-        if d_mono - interval > timing.GAP:
-            return f"the daemon was frozen for {format_duration(d_mono - interval)}"
-        return None
-
     # -- the duties -----------------------------------------------------------------------
 
     def _requests(self, tick: Tick) -> None:
-        """trigger / cancel requests from the CLI."""
-        for request in store.take_requests(tick.now):
-            if request.kind == "trigger":
-                job = self.config.job(request.job)
-                if job is None:
-                    store.answer_request(request.id, refused=f"no job named {request.job!r}")
-                    continue
-                outcome = self.slots.trigger(job, request.created_at)
-                store.answer_request(
-                    request.id, outcome.run_id, queued=outcome.queued, refused=outcome.reason
-                )
-            elif request.kind == "cancel":
-                store.answer_request(
-                    request.id, request.run_id, refused=self._cancel(request.run_id, tick.now)
-                )
+        """Requests from the CLI: trigger, cancel."""
+        self.inbox.take(tick.now, self._own())
 
     def _deadlines(self, tick: Tick) -> None:
         """Runs overdue by elapsed time (the Timer misses time asleep); runs past their grace."""
@@ -353,7 +313,7 @@ class Daemon:
             if len(slots) > 1:  # why several at once? APScheduler may wake before our tick
                 gap, seen_at = self._last_gap
                 recent = gap if clock.monotonic() - seen_at < 10 else None
-                why = self._explain_gap(self._last, Clocks.read(), self.tick_interval) or recent or why
+                why = clock.explain_gap(self._last, clock.Clocks.read(), self.tick_interval) or recent or why
             with store.patience(timing.FIRE_WRITE_WAIT):
                 self.slots.fire(job_name, slots, clock.wall(), why)
         except Exception:
@@ -366,23 +326,6 @@ class Daemon:
     def _own(self) -> reaper.Own:
         serving = {r.run_id for r in self.runner.live_runs() + self.runner.pending_ends()}
         return reaper.Own(self.instance, frozenset(serving), self.config.daemon.abort_grace)
-
-    def _cancel(self, run_id: int, now: float) -> str | None:
-        """A cancel request: None when done, else why not."""
-        if self.runner.abort(run_id, RunCancelled, "cancelled on request"):
-            return None
-        status = store.run_status(run_id)
-        if status is None:
-            return f"no run with id {run_id}"
-        if status != RUNNING:
-            return f"run {run_id} is not live (it is {status})"
-        if any(r.run_id == run_id for r in self.runner.pending_ends()):
-            return f"run {run_id} has ended; its end is not written yet"
-        if self.runner.get(run_id) is not None:
-            return None  # live here, its abort already under way
-        if reaper.cancel_orphan(run_id, now, self.host, daemon_lock_free=True, own=self._own()):
-            return None
-        return f"run {run_id} belongs to a live foreground `beaconlite run`: interrupt that process"
 
     def _reap(self, now: float) -> None:
         reaper.reap(reaper.find_orphans(now, self.host, daemon_lock_free=True, own=self._own()), now)
@@ -426,7 +369,7 @@ class Daemon:
         self.notifier.config = config
         self.scheduler.sync(config.jobs)
         with store.patience(timing.TICK_WRITE_WAIT):
-            self._perform("publish", Tick(Clocks.read(), None))
+            self._perform("publish", Tick(clock.Clocks.read(), None))
         log.info("config reloaded: %d job(s)", len(config.jobs), extra={"event": "daemon.reload"})
 
     def _shutdown(self) -> None:

@@ -74,6 +74,46 @@ def run_detail_json(run, steps: list) -> dict:
     return out
 
 
+def job_rows(jobs: list[tuple], overview: dict[str, dict], fires: dict[str, float | None]) -> list[dict]:
+    """One row per job for `status`: its schedule, next fire and what its history says."""
+    return [
+        {
+            "name": name,
+            "schedule": schedule,
+            "enabled": enabled,
+            "next_run_at": fires.get(name) if enabled else None,
+            **overview[name],
+        }
+        for name, schedule, enabled in jobs
+    ]
+
+
+def status_json(daemon, state: str, rows: list[dict]) -> dict:
+    return {
+        "daemon": {
+            "state": state,
+            "pid": daemon.pid if daemon else None,
+            "host": daemon.host if daemon else None,
+            "version": daemon.version if daemon else None,
+            "started_at": iso(daemon.started_at) if daemon else None,
+            "heartbeat_at": iso(daemon.heartbeat_at) if daemon else None,
+        },
+        "jobs": [
+            {**j, "next_run_at": iso(j["next_run_at"]), "last_finished_at": iso(j["last_finished_at"])}
+            for j in rows
+        ],
+    }
+
+
+def reap_json(dry_run: bool, orphans: list) -> dict:
+    return {
+        "dry_run": dry_run,
+        "reaped": [
+            {"id": o.id, "job": o.job, "started_at": iso(o.started_at), "reason": o.reason} for o in orphans
+        ],
+    }
+
+
 def dumps(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
@@ -119,6 +159,29 @@ def status_text(daemon, state: str, jobs: list[dict], now: float) -> str:
     if not rows:
         return head
     return head + "\n" + table(["JOB", "SCHEDULE", "NEXT RUN", "LAST", "LIVE", "LAST SKIP"], rows)
+
+
+def reap_text(dry_run: bool, orphans: list) -> str:
+    lines = [f"{'would flip' if dry_run else 'flipped'} {len(orphans)} orphaned run(s) to timeout"]
+    lines += [f"  {o.id} {o.job} (started {local(o.started_at)}): {o.reason}" for o in orphans]
+    return "\n".join(lines)
+
+
+def health_text(healthy: bool, problems: list[str], metrics: dict) -> str:
+    lines = ["healthy" if healthy else "unhealthy"] + [f"  problem: {p}" for p in problems]
+    return "\n".join(lines + [f"  {k}: {v}" for k, v in metrics.items()])
+
+
+def check_config_text(config, fires: dict[str, list | None]) -> str:
+    """`check-config`: the verdict, then each job with its next fire times."""
+    head = f"{config.path}: ok, {len(config.jobs)} job(s), database {config.daemon.database}"
+    rows = []
+    for job in config.jobs:
+        times = fires[job.name]
+        when = "manual only" if times is None else ", ".join(local(t.timestamp()) for t in times)
+        state = "" if job.enabled else " (disabled)"
+        rows.append([job.name + state, job.kind, job.schedule or "-", when])
+    return head + ("\n" + table(["JOB", "KIND", "SCHEDULE", "NEXT FIRES"], rows) if rows else "")
 
 
 def runs_text(found: list) -> str:

@@ -16,201 +16,24 @@ written is the true one.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from beaconlite import clock, kinds, process, store, timing
+from beaconlite import clock, kinds, store, timing
 from beaconlite.config import Config, JobSpec
 from beaconlite.context import RunContext
 from beaconlite.durations import format_duration
-from beaconlite.errors import RunAborted, RunCancelled, RunTimeout, WriteFailed
-from beaconlite.redaction import Redactor, one_line
-from beaconlite.statuses import ERROR, SUCCESS, WARNING
-from beaconlite.verdict import Findings, describe_exception, from_steps, summary_json
+from beaconlite.errors import RunAborted, RunCancelled, WriteFailed
+from beaconlite.liverun import CannotStart, LiveRun, deadline_scope
+from beaconlite.redaction import one_line
+from beaconlite.statuses import ERROR
+from beaconlite.verdict import Verdict, decide
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Verdict:
-    """How a run ended, kept until its row says so."""
-
-    status: str
-    error: str | None = None
-    summary: str | None = None  # JSON text
-    output: str | None = None
-    finished_at: float = 0.0
-    duration_s: float | None = None
-    suspended_s: float | None = None
-    steps: list[dict] = field(default_factory=list)  # step rows the database refused so far
-
-
-class _LiveRun:
-    """A run in this process: its abort state, its thread, its HTTP and its process.
-
-    The runner's own: it implements ``RunControl`` for the run's context and job kind, and
-    ``Runner.start`` hands it back as a handle (``ended``, ``verdict``, ``abort``).
-    """
-
-    def __init__(self, runner: Runner, run_id: int, job: JobSpec, trigger: str, scheduled_at: float,
-                 attempt: int, started_at: float):  # fmt: skip
-        self.runner = runner
-        self.run_id = run_id
-        self.job = job
-        self.trigger = trigger
-        self.scheduled_at = scheduled_at
-        self.attempt = attempt
-        self.started_at = started_at
-        self.deadline_at = started_at + job.timeout
-        self.started_elapsed = clock.elapsed()
-        self.started_monotonic = clock.monotonic()
-        self.deadline_elapsed = self.started_elapsed + job.timeout
-        self.import_paths = kinds.import_paths(runner.config)  # the config it started under
-        self.redactor = Redactor(runner.config.secrets)
-        self.abort_grace = runner.config.daemon.abort_grace
-        self.aborted: RunAborted | None = None
-        self.aborted_elapsed: float | None = None
-        self.work_done = False
-        self.disowned: str | None = None  # the status someone else recorded for it
-        self.verdict: Verdict | None = None  # decided (recorded, or pending)
-        self.ended = threading.Event()  # the row is terminal (or lost to someone else)
-        self.output: str | None = None
-        self.findings = Findings()
-        self.thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._process = None
-        self._session = None
-        self._timers: list[threading.Timer] = []
-
-    # -- RunControl: what the run's own code calls -----------------------------------------
-
-    def redact(self, text):
-        return self.redactor(text)
-
-    def add_secrets(self, values) -> None:
-        self.redactor.add(values)
-
-    def keep_output(self, text: str) -> None:
-        self.output = text
-
-    def remaining(self) -> float:
-        return self.deadline_elapsed - clock.elapsed()
-
-    def ended_elsewhere(self, status: str | None) -> None:
-        self.runner.disown(self.run_id, status)
-
-    def http_session(self):
-        self.checkpoint()  # no session, and so no request, for a run that has ended
-        with self._lock:
-            if self._session is None:
-                from beaconlite.http import RunSession
-
-                self._session = RunSession(
-                    self.job.http,
-                    self.checkpoint,
-                    lambda: self.deadline_elapsed - clock.elapsed(),
-                    self.redactor.add,
-                )
-                if self.aborted is not None:
-                    self._session.break_off()
-            return self._session
-
-    def overdue(self) -> bool:
-        return clock.elapsed() >= self.deadline_elapsed
-
-    def enforce_deadline(self) -> None:
-        """Abort when the deadline passed by elapsed time (the Timer misses time asleep)."""
-        if self.aborted is None and self.overdue():
-            self.abort(RunTimeout, f"deadline of {format_duration(self.job.timeout)} passed")
-
-    def checkpoint(self) -> None:
-        """Raise the abort when due; once the run has ended, always raise."""
-        self.enforce_deadline()
-        aborted = self.aborted
-        if aborted is not None:
-            raise type(aborted)(aborted.reason)
-        if self.work_done or self.verdict is not None:
-            raise RunAborted("the run has ended")
-
-    def attach_process(self, proc) -> None:
-        with self._lock:
-            self._process = proc
-            aborted = self.aborted is not None
-        if aborted:
-            process.kill_group(proc.pid, signal.SIGKILL)
-
-    def kill_process(self) -> None:
-        """SIGKILL the run's process group now (a stopping daemon waits no longer)."""
-        with self._lock:
-            proc = self._process
-        if proc is not None:
-            process.kill_group(proc.pid, signal.SIGKILL)
-
-    def finish_work(self) -> None:
-        """The work ended: from now on an abort has nothing to stop."""
-        with self._lock:
-            self.work_done = True
-
-    # -- what other threads call ----------------------------------------------------------
-
-    def abort(self, kind: type[RunAborted], reason: str) -> bool:
-        """Stop the run: flag, HTTP break-off, process-group SIGTERM (SIGKILL 5 s later)."""
-        with self._lock:
-            if self.aborted is not None or self.work_done or self.verdict is not None:
-                return False
-            self.aborted = kind(reason)
-            self.aborted_elapsed = clock.elapsed()
-            session, proc = self._session, self._process
-        log.info(
-            "%s: aborted: %s",
-            self.label,
-            reason,
-            extra={"event": "run.abort", "job": self.job.name, "run_id": self.run_id},
-        )
-        if session is not None:
-            session.break_off()
-        if proc is not None:
-            process.kill_group(proc.pid, signal.SIGTERM)
-            self._later(timing.KILL_AFTER, process.kill_group, proc.pid, signal.SIGKILL)
-        # The tick gives up on it too (Runner.watch): this timer only makes it prompt.
-        self._later(self.give_up_after(), self.runner.give_up, self)
-        return True
-
-    def give_up_after(self) -> float:
-        return self.abort_grace + (timing.KILL_AFTER if self._process is not None else 0.0)
-
-    @property
-    def label(self) -> str:
-        return f"{self.job.name} #{self.run_id}"
-
-    def _later(self, delay: float, fn: Callable, *args) -> None:
-        """A timer thread; when none can start, the tick's watch does the same job later."""
-
-        def fire():
-            try:
-                fn(*args)
-            finally:
-                store.close()  # a timer thread may have opened a connection; it ends here
-
-        timer = threading.Timer(max(0.0, delay), fire)
-        timer.daemon = True
-        timer.name = f"run-{self.run_id}-timer"
-        try:
-            timer.start()
-        except RuntimeError:
-            log.warning("%s: cannot start a timer thread; the tick will act instead", self.label)
-            return
-        self._timers.append(timer)
-
-    def cancel_timers(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -222,30 +45,6 @@ class RunEnd:
     attempt: int
     scheduled_at: float
     status: str
-
-
-class CannotStart(Exception):
-    """A thread the run needs could not start."""
-
-
-@contextmanager
-def deadline_scope(live: _LiveRun):
-    """The run's deadline Timer for the duration of the block; its exit always cancels it."""
-    timer = threading.Timer(
-        max(0.0, live.deadline_elapsed - clock.elapsed()),
-        live.abort,
-        (RunTimeout, f"deadline of {format_duration(live.job.timeout)} passed"),
-    )
-    timer.daemon = True
-    timer.name = f"run-{live.run_id}-deadline"
-    try:
-        timer.start()
-    except RuntimeError as e:
-        raise CannotStart(f"cannot start a thread: {e}") from None
-    try:
-        yield
-    finally:
-        timer.cancel()
 
 
 class Runner:
@@ -267,26 +66,23 @@ class Runner:
         self.on_end = on_end
         self.gate = gate
         self._lock = threading.Lock()
-        self._live: dict[int, _LiveRun] = {}  # working, or aborted and on its way out
-        self._pending: dict[int, _LiveRun] = {}  # ended, but the database refused the record
-        self._leaked: list[_LiveRun] = []
+        self._live: dict[int, LiveRun] = {}  # working, or aborted and on its way out
+        self._pending: dict[int, LiveRun] = {}  # ended, but the database refused the record
+        self._leaked: list[LiveRun] = []
 
-    def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> _LiveRun:
+    def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> LiveRun:
         """Record the run (SlotTaken if its slot already ran; WriteFailed if the database
         refused), then start its thread. A thread that cannot start ends the run at once."""
         now = clock.wall()
         run_id = store.start_run(
             job.name, trigger, scheduled_at, attempt, now + job.timeout, self.instance_id, now
         )
-        live = _LiveRun(self, run_id, job, trigger, scheduled_at, attempt, now)
+        live = LiveRun(
+            self.config, run_id, job, trigger, scheduled_at, attempt, now, self.give_up, self.disown
+        )
         with self._lock:
             self._live[run_id] = live
-        log.info(
-            "%s: started (%s)",
-            live.label,
-            trigger,
-            extra={"event": "run.start", "job": job.name, "run_id": run_id},
-        )
+        live.say(logging.INFO, "run.start", "started (%s)", trigger)
         try:
             live.thread = threading.Thread(
                 target=self._run, args=(live,), daemon=True, name=f"run-{run_id}-{job.name}"
@@ -297,16 +93,16 @@ class Runner:
             self.end(live, self._failed(live, f"cannot start a thread: {e}"))
         return live
 
-    def live_runs(self) -> list[_LiveRun]:
+    def live_runs(self) -> list[LiveRun]:
         """Runs whose end is not decided yet (pending ends are not live)."""
         with self._lock:
             return list(self._live.values())
 
-    def pending_ends(self) -> list[_LiveRun]:
+    def pending_ends(self) -> list[LiveRun]:
         with self._lock:
             return list(self._pending.values())
 
-    def get(self, run_id: int) -> _LiveRun | None:
+    def get(self, run_id: int) -> LiveRun | None:
         with self._lock:
             return self._live.get(run_id)
 
@@ -348,7 +144,7 @@ class Runner:
 
     # -- the run thread -------------------------------------------------------------------
 
-    def _run(self, live: _LiveRun) -> None:
+    def _run(self, live: LiveRun) -> None:
         verdict = None
         try:
             if self.gate is not None:
@@ -368,39 +164,24 @@ class Runner:
             finally:
                 store.close()  # this thread's connection: threads come and go, descriptors must not
 
-    def _work(self, live: _LiveRun) -> tuple[Any, BaseException | None]:
+    def _work(self, live: LiveRun) -> tuple[Any, BaseException | None]:
         ctx = RunContext(live)
         try:
             return kinds.execute(live, ctx), None
         except BaseException as e:  # the job's own code: anything at all becomes data
             return None, e
 
-    def _decide(self, live: _LiveRun, summary: Any, failure: BaseException | None) -> Verdict:
+    def _decide(self, live: LiveRun, summary: Any, failure: BaseException | None) -> Verdict:
         live.finish_work()
-        findings = live.findings
-        output = live.output
-        summary_text, summary_problem = summary_json(summary)
-        if live.aborted is not None:
-            status, error = live.aborted.status, live.aborted.reason
-        elif failure is not None:
-            # A RunAborted the job raised itself, with no abort pending, is an ordinary error.
-            status = ERROR
-            error, trace = describe_exception(failure)
-            findings.tracebacks.append(trace)
-        else:
-            status, error = from_steps(findings, live.job.min_success_rate)
-            if summary_problem:
-                error = summary_problem if error is None else f"{error}; {summary_problem}"
-                if status == SUCCESS:
-                    status = WARNING
-        if live.job.kind != "command" and findings.tracebacks:
-            output = "\n".join(t for t in findings.tracebacks if t)[-process.OUTPUT_TAIL :]
+        status, error, summary_text, output = decide(
+            live.job, live.aborted, failure, summary, live.findings, live.output
+        )
         return self._verdict(live, status, error, summary_text, output)
 
-    def _failed(self, live: _LiveRun, error: str) -> Verdict:
+    def _failed(self, live: LiveRun, error: str) -> Verdict:
         return self._verdict(live, ERROR, error, None, None)
 
-    def _verdict(self, live: _LiveRun, status: str, error, summary, output) -> Verdict:
+    def _verdict(self, live: LiveRun, status: str, error, summary, output) -> Verdict:
         elapsed = clock.elapsed() - live.started_elapsed
         suspended = elapsed - (clock.monotonic() - live.started_monotonic)
         return Verdict(
@@ -416,7 +197,7 @@ class Runner:
 
     # -- the one owner of a run's end -----------------------------------------------------
 
-    def end(self, live: _LiveRun, verdict: Verdict) -> None:
+    def end(self, live: LiveRun, verdict: Verdict) -> None:
         """Decide the run's end (once: a later finisher changes nothing) and record it."""
         with live._lock:
             first = live.verdict is None
@@ -426,12 +207,10 @@ class Runner:
         if not first:
             with self._lock:  # a leaked thread that finally ended no longer counts
                 self._leaked = [r for r in self._leaked if r is not live]
-            log.info(
-                "%s: its thread ended after the run was recorded as %s; keeping that",
-                live.label,
+            live.say(
+                logging.INFO, "run.late", "its thread ended after the run was recorded as %s; keeping that",
                 live.verdict.status,
-                extra={"event": "run.late", "job": live.job.name, "run_id": live.run_id},
-            )
+            )  # fmt: skip
             return
         live.cancel_timers()
         with self._lock:
@@ -439,7 +218,7 @@ class Runner:
             self._pending[live.run_id] = live
         self._record(live)
 
-    def _record(self, live: _LiveRun) -> bool:
+    def _record(self, live: LiveRun) -> bool:
         """Write a decided end; False (kept pending) when the database refuses it."""
         verdict = live.verdict
         if live.disowned is not None:
@@ -464,28 +243,15 @@ class Runner:
         with self._lock:
             self._pending.pop(live.run_id, None)
         if won:
-            log.info(
-                "%s: %s in %.3fs%s",
-                live.label,
-                status,
-                verdict.duration_s or 0.0,
-                f": {one_line(verdict.error, 200)}" if verdict.error else "",
-                extra={
-                    "event": "run.finish",
-                    "job": live.job.name,
-                    "run_id": live.run_id,
-                    "status": status,
-                    "duration_s": round(verdict.duration_s or 0.0, 3),
-                },
-            )
+            duration = round(verdict.duration_s or 0.0, 3)
+            error = f": {one_line(verdict.error, 200)}" if verdict.error else ""
+            live.say(logging.INFO, "run.finish", "%s in %.3fs%s", status, duration, error,
+                     status=status, duration_s=duration)  # fmt: skip
         else:
-            log.info(
-                "%s: ended as %s, but it was already recorded as %s; keeping that",
-                live.label,
-                verdict.status,
-                status,
-                extra={"event": "run.late", "job": live.job.name, "run_id": live.run_id},
-            )
+            live.say(
+                logging.INFO, "run.late", "ended as %s, but it was already recorded as %s; keeping that",
+                verdict.status, status,
+            )  # fmt: skip
         live.ended.set()
         if self.on_end is not None:
             try:
@@ -501,7 +267,7 @@ class Runner:
                 break
         return len(self.pending_ends())
 
-    def give_up(self, live: _LiveRun) -> None:
+    def give_up(self, live: LiveRun) -> None:
         """abort_grace after an abort, the run still has not ended: record it ourselves."""
         aborted = live.aborted
         if live.verdict is not None or aborted is None:
@@ -511,20 +277,11 @@ class Runner:
         frames = traceback.extract_stack(frame)[-6:] if frame else []  # innermost first
         stack = " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
         grace = format_duration(live.give_up_after())
-        log.error(
-            "%s: did not end %s after its abort (%s); recording it as %s, thread leaked; stuck at: %s",
-            live.label,
-            grace,
-            aborted.reason,
-            aborted.status,
-            stack or "?",
-            extra={
-                "event": "run.leaked",
-                "job": live.job.name,
-                "run_id": live.run_id,
-                "status": aborted.status,
-            },
-        )
+        live.say(
+            logging.ERROR, "run.leaked",
+            "did not end %s after its abort (%s); recording it as %s, thread leaked; stuck at: %s",
+            grace, aborted.reason, aborted.status, stack or "?", status=aborted.status,
+        )  # fmt: skip
         if thread is not None and thread.is_alive():
             with self._lock:
                 self._leaked.append(live)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beaconlite import timing
-from beaconlite.errors import StepFailed
+from beaconlite.errors import RunAborted, StepFailed
+from beaconlite.process import OUTPUT_TAIL
 from beaconlite.redaction import scrub
 from beaconlite.statuses import ERROR, OK, RUNNING, SUCCESS, WARNING
 
@@ -55,6 +56,46 @@ class Findings:
     steps: list[StepRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # ctx.warn() outside any step
     tracebacks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    """How a run ended, kept until its row says so."""
+
+    status: str
+    error: str | None = None
+    summary: str | None = None  # JSON text
+    output: str | None = None
+    finished_at: float = 0.0
+    duration_s: float | None = None
+    suspended_s: float | None = None
+    steps: list[dict] = field(default_factory=list)  # step rows the database refused so far
+
+
+def decide(
+    job, aborted: RunAborted | None, failure: BaseException | None, summary: Any, findings: Findings, output
+) -> tuple[str, str | None, str | None, str | None]:
+    """(status, error, summary JSON, output) of a run whose work has ended.
+
+    The abort's reason decides first; then the job's own exception (a RunAborted it raised
+    itself, with no abort pending, is an ordinary error); then the steps.
+    """
+    summary_text, summary_problem = summary_json(summary)
+    if aborted is not None:
+        status, error = aborted.status, aborted.reason
+    elif failure is not None:
+        status = ERROR
+        error, trace = describe_exception(failure)
+        findings.tracebacks.append(trace)
+    else:
+        status, error = from_steps(findings, job.min_success_rate)
+        if summary_problem:
+            error = summary_problem if error is None else f"{error}; {summary_problem}"
+            if status == SUCCESS:
+                status = WARNING
+    if job.kind != "command" and findings.tracebacks:
+        output = "\n".join(t for t in findings.tracebacks if t)[-OUTPUT_TAIL:]
+    return status, error, summary_text, output
 
 
 def from_steps(findings: Findings, min_success_rate: float) -> tuple[str, str | None]:

@@ -89,11 +89,11 @@ def keys_of(known: dict) -> st.SearchStrategy:
 def configs(draw) -> str:
     parts = []
     if draw(st.booleans()):
-        parts.append(table("daemon", draw(keys_of(config_module.DAEMON_KEYS))))
+        parts.append(table("daemon", draw(keys_of(config_module.DAEMON))))
     if draw(st.booleans()):
-        parts.append(table("http", draw(keys_of(config_module.HTTP_KEYS))))
+        parts.append(table("http", draw(keys_of(config_module.HTTP))))
     for _ in range(draw(st.integers(0, 3))):
-        job = draw(keys_of(config_module.JOB_KEYS))
+        job = draw(keys_of(config_module.JOB))
         if draw(st.booleans()):
             job.setdefault("name", draw(st.text(max_size=10)))
         parts.append("[[jobs]]\n" + "".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in job.items()))
@@ -102,7 +102,7 @@ def configs(draw) -> str:
             "[[notify]]\n"
             + "".join(
                 f"{json.dumps(k)} = {toml_value(v)}\n"
-                for k, v in draw(keys_of(config_module.NOTIFY_KEYS)).items()
+                for k, v in draw(keys_of(config_module.NOTIFY)).items()
             )
         )
     return "\n".join(parts)
