@@ -230,7 +230,7 @@ def test_sigterm_on_stop_finish_waits_for_live_runs(daemon):
         command = ["sleep", "1.5"]
         [[jobs]]
         name = "queued"
-        command = ["sleep", "5"]
+        command = ["sleep", "2.5"]
         overlap = "queue"
         """,
         defaults=DAEMON_DEFAULTS + 'on_stop = "finish"\n',

@@ -220,7 +220,8 @@ command = ["echo", "hello"]
     try:
         wait_for(lambda: len(d.runs("tick")) >= 2, 5, what="first runs")
         small_disk.fill()
-        time.sleep(5)
+        wait_for(lambda: '"store.outage"' in d.log(), 5, what="the outage to start")
+        time.sleep(2)  # slots come due while nothing can be written
         small_disk.free()
         wait_for(lambda: '"store.outage_end"' in d.log(), 5, what="the outage to end")
         time.sleep(1.5)
@@ -309,28 +310,14 @@ def test_a_stop_that_cannot_write_keeps_the_ends_for_the_next_start(
 # -- 4. threads that cannot start; leaked threads ------------------------------------------
 
 
-def test_a_run_whose_thread_cannot_start_is_recorded_error_at_once(runner, monkeypatch):
+@pytest.mark.parametrize("which", ["run-", "-deadline"])
+def test_a_run_whose_thread_or_timer_cannot_start_is_recorded_error(runner, monkeypatch, which):
+    """A run's own thread ("run-N-job") or its deadline timer ("run-N-deadline")."""
     r = runner('[[jobs]]\nname = "j"\nrun = "beaconlite.builtin:noop"\n')
     real_start = threading.Thread.start
 
     def start(self):
-        if self.name.startswith("run-"):
-            raise RuntimeError("can't start new thread")
-        real_start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", start)
-    live = r.start(r.config.job("j"), "manual", 1.0)
-    assert live.ended.is_set()
-    run = store.get_run(live.run_id)[0]
-    assert run.status == "error" and "cannot start a thread: can't start new thread" in run.error
-
-
-def test_a_run_whose_deadline_timer_cannot_start_is_recorded_error(runner, monkeypatch):
-    r = runner('[[jobs]]\nname = "j"\nrun = "beaconlite.builtin:noop"\n')
-    real_start = threading.Thread.start
-
-    def start(self):
-        if self.name.endswith("-deadline"):
+        if self.name.startswith(which) if which == "run-" else self.name.endswith(which):
             raise RuntimeError("can't start new thread")
         real_start(self)
 
@@ -338,7 +325,7 @@ def test_a_run_whose_deadline_timer_cannot_start_is_recorded_error(runner, monke
     live = r.start(r.config.job("j"), "manual", 1.0)
     assert live.ended.wait(3)
     run = store.get_run(live.run_id)[0]
-    assert run.status == "error" and "cannot start a thread" in run.error
+    assert run.status == "error" and "cannot start a thread: can't start new thread" in run.error
 
 
 def test_leaked_threads_restart_the_daemon_with_exit_1(daemon):
@@ -363,38 +350,16 @@ def test_leaked_threads_restart_the_daemon_with_exit_1(daemon):
 # -- 6. someone else ended the run ----------------------------------------------------------
 
 
-def test_a_run_reaped_while_its_daemon_was_frozen_writes_nothing_more(daemon):
+def test_runs_reaped_while_their_daemon_was_frozen_write_and_send_nothing_more(daemon, http_server):
+    """Two live runs reaped by `beaconlite reap` while the daemon is SIGSTOPped: one notices
+    at its next step write, the other (no steps) at the next heartbeat; after SIGCONT
+    neither writes a step or sends a request."""
     d = daemon(
-        """
+        f"""
         [[jobs]]
         name = "slow"
         run = "jobs:steps_forever"
         timeout = "60s"
-        """
-    )
-    out = cli("-c", d.config, "trigger", "slow")
-    assert out.returncode == 0, out.stderr
-    wait_for(lambda: len(rows(d.database, "SELECT id FROM step")) >= 3, 5, what="steps")
-    d.signal(signal.SIGSTOP)
-    try:
-        time.sleep(2.5)  # past orphan_after (2 s)
-        out = cli("-c", d.config, "reap", "--json")
-        assert out.returncode == 0 and len(json.loads(out.stdout)["reaped"]) == 1, out.stdout
-    finally:
-        d.signal(signal.SIGCONT)
-    steps_at_reap = len(rows(d.database, "SELECT id FROM step"))
-    time.sleep(1.5)
-    assert len(rows(d.database, "SELECT id FROM step")) <= steps_at_reap + 1  # one in flight at most
-    statuses = rows(d.database, "SELECT status FROM run")
-    assert statuses == [("timeout",)]
-    assert not rows(d.database, "SELECT id FROM step WHERE status = 'running'")
-    assert d.stop() == 0
-
-
-def test_a_reaped_run_without_steps_is_stopped_by_the_next_heartbeat(daemon, http_server):
-    """No step write to notice the foreign end: the heartbeat must, and no request leaves after."""
-    d = daemon(
-        f"""
         [[jobs]]
         name = "poller"
         run = "jobs:requests_forever"
@@ -402,20 +367,26 @@ def test_a_reaped_run_without_steps_is_stopped_by_the_next_heartbeat(daemon, htt
         timeout = "60s"
         """
     )
-    assert cli("-c", d.config, "trigger", "poller").returncode == 0
+    for job in ("slow", "poller"):
+        out = cli("-c", d.config, "trigger", job)
+        assert out.returncode == 0, out.stderr
+    wait_for(lambda: len(rows(d.database, "SELECT id FROM step")) >= 3, 5, what="steps")
     wait_for(lambda: http_server.count("/ok") >= 3, 5, what="requests")
     d.signal(signal.SIGSTOP)
     try:
         time.sleep(2.5)  # past orphan_after (2 s)
         out = cli("-c", d.config, "reap", "--json")
-        assert out.returncode == 0 and len(json.loads(out.stdout)["reaped"]) == 1, out.stdout
+        assert out.returncode == 0 and len(json.loads(out.stdout)["reaped"]) == 2, out.stdout
     finally:
         d.signal(signal.SIGCONT)
+    steps_at_reap = len(rows(d.database, "SELECT id FROM step"))
     time.sleep(1.5)  # a tick and a heartbeat
     settled = http_server.count("/ok")
     time.sleep(1.0)
     assert http_server.count("/ok") == settled, d.log()  # no zombie requests
-    assert rows(d.database, "SELECT status FROM run") == [("timeout",)]
+    assert len(rows(d.database, "SELECT id FROM step")) <= steps_at_reap + 1  # one in flight at most
+    assert rows(d.database, "SELECT status FROM run") == [("timeout",), ("timeout",)]
+    assert not rows(d.database, "SELECT id FROM step WHERE status = 'running'")
     assert d.stop() == 0, d.log()
 
 

@@ -101,8 +101,7 @@ def configs(draw) -> str:
         parts.append(
             "[[notify]]\n"
             + "".join(
-                f"{json.dumps(k)} = {toml_value(v)}\n"
-                for k, v in draw(keys_of(config_module.NOTIFY)).items()
+                f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in draw(keys_of(config_module.NOTIFY)).items()
             )
         )
     return "\n".join(parts)

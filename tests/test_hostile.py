@@ -7,7 +7,8 @@ import resource
 import time
 
 import pytest
-from test_runner import checks, job, run_to_end
+from test_kinds import checks
+from test_runner import job, run_to_end
 
 
 @pytest.mark.parametrize(

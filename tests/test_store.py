@@ -82,9 +82,23 @@ def test_upgrade_of_a_database_made_by_the_previous_release(tmp_path):
 
     path = tmp_path / "b.db"
     shutil.copy(ROOT / "tests" / "data" / "schema-v2.db", path)
+    # Requests as 0.1.0 answered them: "" done, "queued" held, any other text refused;
+    # and one not answered yet.
+    conn = sqlite3.connect(path)
+    for error in ("", "queued", "overlap: 1 run(s) live", None):
+        conn.execute(
+            "INSERT INTO request (kind, job, created_at, taken_at, error) "
+            "VALUES ('trigger', 'orders', 1.0, ?, ?)",
+            (None if error is None else 2.0, error),
+        )
+    conn.commit()
+    conn.close()
     with pytest.raises(StoreError, match="older than this beaconlite"):
         store.open_reader(path)
     store.open_writer(path)
+    assert [r.answer for r in store.Request.select().order_by(store.Request.id)] == [
+        "done", "queued", "refused", None
+    ]  # fmt: skip
     assert store.db.execute_sql("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
     found = {r.id: r for r, _, _ in store.list_runs()}
     assert [(r.status, r.slots, r.last_slot_at) for r in found.values()] == [

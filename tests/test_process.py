@@ -1,0 +1,45 @@
+"""A command's process group: bounded output tail, pumping past a lingering grandchild,
+signalling the whole group (real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from beaconlite import process, timing
+
+
+def test_tail_keeps_the_last_bytes_in_bounded_memory():
+    tail = process.Tail(limit=10)
+    for i in range(1000):
+        tail.add(f"{i:04d}".encode())
+        assert len(tail.data) <= 20 + 4
+    assert tail.text() == "".join(f"{i:04d}" for i in range(997, 1000))[-10:]
+
+
+def test_pump_reads_until_exit_and_stops_waiting_on_a_grandchild(monkeypatch):
+    monkeypatch.setattr(timing, "PIPE_LINGER", 0.2)
+    proc = process.spawn(["sh", "-c", "echo one; sleep 30 & echo two"], False, None, {})
+    ticks = []
+    tail = process.Tail()
+    t0 = time.monotonic()
+    code = process.pump(proc, tail, lambda: ticks.append(1))
+    assert code == 0 and tail.text() == "one\ntwo\n"
+    assert time.monotonic() - t0 < 2  # the grandchild holding the pipe did not hold us
+    assert ticks  # called between reads
+    process.kill_group(proc.pid, signal.SIGKILL)
+    proc.stdout.close()
+
+
+def test_spawn_gives_the_command_its_own_group_and_env():
+    proc = process.spawn("echo $BEACON_TEST; ps -o pgid= -p $$", True, "/", {"BEACON_TEST": "x1"})
+    out = proc.communicate(timeout=5)[0].decode().split()
+    assert out[0] == "x1" and int(out[1]) == proc.pid != os.getpgid(0)
+
+
+def test_kill_group_of_a_gone_group_is_no_error():
+    proc = process.spawn(["true"], False, None, {})
+    proc.wait()
+    proc.stdout.close()
+    process.kill_group(proc.pid, signal.SIGKILL)  # no ProcessLookupError
