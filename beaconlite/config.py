@@ -70,16 +70,18 @@ def _type_name(value) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _bool(v):
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {_type_name(v)}")
-    return v
+def _of_type(expected: type, what: str) -> Callable:
+    def parse(v):
+        if not isinstance(v, expected):
+            raise ValueError(f"expected {what}, got {_type_name(v)}")
+        return v
+
+    return parse
 
 
-def _str(v):
-    if not isinstance(v, str):
-        raise ValueError(f"expected a string, got {_type_name(v)}")
-    return v
+_bool = _of_type(bool, "true or false")
+_str = _of_type(str, "a string")
+_table = _of_type(dict, "a table")
 
 
 def _duration(v):
@@ -137,12 +139,6 @@ def _table_of_str(v):
     return dict(v)
 
 
-def _table(v):
-    if not isinstance(v, dict):
-        raise ValueError(f"expected a table, got {_type_name(v)}")
-    return v
-
-
 def _schedule(v):
     from beaconlite.cron import parse_schedule, probe
     from beaconlite.errors import ScheduleError
@@ -166,12 +162,9 @@ def _timezone(v):
     return v
 
 
-def _status_code(v):
-    return _int_in(100, 599)(v)
-
-
 def _expect_status(v):
-    return (_status_code(v),) if not isinstance(v, list) else _list_of(_status_code, False)(v)
+    code = _int_in(100, 599)
+    return (code(v),) if not isinstance(v, list) else _list_of(code, False)(v)
 
 
 # -- the shapes: every key once, with its default, its parser and (for a job) its kind ----
