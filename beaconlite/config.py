@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from beaconlite import __version__, statuses
 from beaconlite.durations import parse_duration, parse_size
 from beaconlite.errors import ConfigError
+from beaconlite.redaction import Redactor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -301,7 +302,8 @@ class _Loader:
         self.secrets: set[str] = set()
 
     def fail(self, where: str, message: str):
-        raise ConfigError(f"{self.path}: {where}: {message}")
+        # A value from ${ENV} may be quoted in the message: it is a secret like any other.
+        raise ConfigError(Redactor(self.secrets)(f"{self.path}: {where}: {message}"))
 
     def interpolate(self, value, where: str):
         """Replace ${NAME} in every string, remembering each value as a secret."""

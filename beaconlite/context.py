@@ -7,14 +7,13 @@ The runner implements RunControl; nothing here calls the runner itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beaconlite import clock, store, timing
 from beaconlite.errors import RunAborted, RunCancelled, RunEnded, StepFailed, WriteFailed
-from beaconlite.redaction import one_line
 from beaconlite.statuses import ERROR, RUNNING, SUCCESS, WARNING
 from beaconlite.verdict import Findings, StepRecord, bounded, describe_exception, type_name
 
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
 
     from beaconlite.config import JobSpec
     from beaconlite.http import RunSession
+    from beaconlite.redaction import Redactor
 
 log = logging.getLogger("beaconlite.run")
 
@@ -44,6 +44,7 @@ class RunControl(Protocol):
     deadline_at: float
     import_paths: list[str]  # where its `run` target is imported from
     findings: Findings
+    redactor: Redactor  # the one redaction pass, with this run's secrets (header values too)
 
     @property
     def label(self) -> str:
@@ -61,18 +62,35 @@ class RunControl(Protocol):
     def http_session(self) -> RunSession:
         """The run's HTTP session (refused once the run is aborted)."""
 
-    def redact(self, text: str | None) -> str | None: ...
-
-    def add_secrets(self, values: Iterable[str]) -> None: ...
-
     def attach_process(self, proc: subprocess.Popen) -> None:
         """The run's command: the abort signals its process group."""
 
-    def keep_output(self, text: str) -> None:
-        """The run's output tail (a command's stdout and stderr)."""
+    def keep_output(self, text: str, cut_before: bool) -> None:
+        """The run's output tail (a command's stdout and stderr); ``cut_before``: the text
+        begins where earlier output was dropped."""
 
     def ended_elsewhere(self, status: str | None) -> None:
         """A write found the run's end recorded by someone else: stop working on it."""
+
+
+class RunLog(logging.LoggerAdapter):
+    """``ctx.log``: a logger whose lines carry the run's job and id, and are redacted with
+    the run's own secrets (header values it sent included) before anything else sees them."""
+
+    def __init__(self, run: RunControl):
+        super().__init__(log, {"run_id": run.run_id, "job": run.job.name})
+        self._run = run
+
+    def log(self, level, msg, *args, **kwargs):
+        if self.isEnabledFor(level):
+            text = _text(msg)
+            if args:
+                try:
+                    text = text % args
+                except (TypeError, ValueError):  # as logging does: the line still gets out
+                    text = f"{text} {' '.join(_text(a) for a in args)}"
+            kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}
+            self.logger.log(level, "%s", self._run.redactor(text), **kwargs)
 
 
 class RunContext:
@@ -85,7 +103,7 @@ class RunContext:
         self.params: dict[str, Any] = dict(run.job.params)
         self.scheduled_at = datetime.fromtimestamp(run.scheduled_at, timezone.utc)
         self.deadline = datetime.fromtimestamp(run.deadline_at, timezone.utc)
-        self.log = logging.LoggerAdapter(log, {"run_id": run.run_id, "job": run.job.name})
+        self.log = RunLog(run)
         self._step: StepRecord | None = None
 
     @property
@@ -107,7 +125,7 @@ class RunContext:
 
     def warn(self, message: str) -> None:
         """A finding: the current step (or, outside steps, the run) becomes a warning."""
-        message = self._run.redact(one_line(_text(message)))
+        message = self._run.redactor.line(_text(message))
         if self._step is not None:
             self._step.status = WARNING
             self._step.error = message if not self._step.error else f"{self._step.error}; {message}"
@@ -133,7 +151,7 @@ class RunContext:
         self.checkpoint()
         if self._step is not None:
             raise RuntimeError(f"step {name!r} started inside step {self._step.name!r}")
-        record = StepRecord(self._run.redact(one_line(_text(name), 200)), started_at=clock.wall())
+        record = StepRecord(self._run.redactor.line(_text(name), 200), started_at=clock.wall())
         self.findings.steps.append(record)
         _, record.row_id = self._write(store.start_step, self.run_id, record.name, record.started_at)
         self._step = record
@@ -148,9 +166,9 @@ class RunContext:
             self.checkpoint()
             record.status = ERROR
             line, trace = describe_exception(e)
-            record.error = self._run.redact(one_line(line))
+            record.error = self._run.redactor.line(line)
             if not isinstance(e, StepFailed):
-                self.findings.tracebacks.append(self._run.redact(f"step {record.name!r}:\n{trace}"))
+                self.findings.tracebacks.append(self._run.redactor(f"step {record.name!r}:\n{trace}"))
             self.log.info("%s: step %r failed: %s", self._run.label, record.name, record.error)
         finally:
             self._step = None

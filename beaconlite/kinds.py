@@ -88,7 +88,7 @@ def run_command(run: RunControl, ctx: RunContext) -> dict:
             # The Timer does not count time asleep; the run's elapsed-time check does.
             code = process.pump(proc, tail, run.enforce_deadline)
         finally:
-            run.keep_output(tail.text())
+            run.keep_output(*tail.text())
             # Whatever the command left behind in its group goes with it.
             process.kill_group(proc.pid, signal.SIGKILL)
             proc.stdout.close()
@@ -107,7 +107,7 @@ def run_command(run: RunControl, ctx: RunContext) -> dict:
 
 def run_checks(run: RunControl, ctx: RunContext) -> dict:
     job = run.job
-    run.add_secrets(v for c in job.checks for v in c.headers.values())
+    run.redactor.add(v for c in job.checks for v in c.headers.values())
     try:
         for check in job.checks:
             with ctx.step(check.name):
@@ -116,7 +116,7 @@ def run_checks(run: RunControl, ctx: RunContext) -> dict:
         # Checks the run ended before: "skipped" steps (written with the run's end), so
         # the record shows every check.
         for check in job.checks[len(ctx.findings.steps) :]:
-            ctx.findings.steps.append(StepRecord(run.redact(check.name), status=SKIPPED))
+            ctx.findings.steps.append(StepRecord(run.redactor.line(check.name, 200), status=SKIPPED))
     return {"checks": len(job.checks)}
 
 

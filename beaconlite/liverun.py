@@ -68,14 +68,9 @@ class LiveRun:
 
     # -- RunControl: what the run's own code calls -----------------------------------------
 
-    def redact(self, text):
-        return self.redactor(text)
-
-    def add_secrets(self, values) -> None:
-        self.redactor.add(values)
-
-    def keep_output(self, text: str) -> None:
-        self.output = text
+    def keep_output(self, text: str, cut_before: bool) -> None:
+        # Redacted whole, then cut: a cut first could leave a piece of a secret.
+        self.output = process.last_bytes(self.redactor(text, cut_before=cut_before))
 
     def remaining(self) -> float:
         return self.deadline_elapsed - clock.elapsed()

@@ -84,10 +84,9 @@ class Notifier:
         found = store.get_run(run_id)
         if found is None:
             return
-        payload = render.run_detail_json(*found)
-        payload["event"] = event
         redact = Redactor(self.config.secrets)
-        body = redact(json.dumps(payload)).encode()
+        payload = redact.tree({**render.run_detail_json(*found), "event": event})
+        body = json.dumps(payload).encode()
         target = spec.url or " ".join(spec.command)
         delay = timing.NOTIFY_BACKOFF
         for attempt in range(1, timing.NOTIFY_ATTEMPTS + 1):

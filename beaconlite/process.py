@@ -15,19 +15,30 @@ OUTPUT_TAIL = 64 * 1024  # bytes of output kept with a run (SPEC section 3)
 
 
 class Tail:
-    """The last OUTPUT_TAIL bytes of a stream, in bounded memory."""
+    """The end of a stream in bounded memory: at least its last ``limit`` bytes, and up to
+    ``limit`` more before them, so that a secret crossing the final cut is still whole
+    when the text is redacted (and only then cut to ``limit``: see ``last_bytes``)."""
 
     def __init__(self, limit: int = OUTPUT_TAIL):
         self.limit = limit
         self.data = bytearray()
+        self.dropped = False  # the stream's beginning is gone
 
     def add(self, chunk: bytes) -> None:
         self.data += chunk
         if len(self.data) > 2 * self.limit:
             del self.data[: len(self.data) - self.limit]
+            self.dropped = True
 
-    def text(self) -> str:
-        return bytes(self.data[-self.limit :]).decode("utf-8", "replace")
+    def text(self) -> tuple[str, bool]:
+        """(what is kept, decoded; whether the stream's beginning was dropped)."""
+        return bytes(self.data).decode("utf-8", "replace"), self.dropped
+
+
+def last_bytes(text: str, limit: int = OUTPUT_TAIL) -> str:
+    """The end of ``text`` that fits in ``limit`` bytes of UTF-8 (never half a character)."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[-limit:].decode("utf-8", "ignore")
 
 
 def kill_group(pgid: int, sig: int) -> None:

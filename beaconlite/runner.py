@@ -174,7 +174,7 @@ class Runner:
     def _decide(self, live: LiveRun, summary: Any, failure: BaseException | None) -> Verdict:
         live.finish_work()
         status, error, summary_text, output = decide(
-            live.job, live.aborted, failure, summary, live.findings, live.output
+            live.job, live.aborted, failure, summary, live.findings, live.output, live.redactor
         )
         return self._verdict(live, status, error, summary_text, output)
 
@@ -186,9 +186,9 @@ class Runner:
         suspended = elapsed - (clock.monotonic() - live.started_monotonic)
         return Verdict(
             status=status,
-            error=live.redact(one_line(error)) if error else None,
-            summary=live.redact(summary),
-            output=live.redact(output),
+            error=live.redactor.line(error) if error else None,
+            summary=summary,  # redacted in decide(), string by string
+            output=output,  # redacted before it was cut (keep_output, decide)
             finished_at=clock.wall(),
             duration_s=round(elapsed, 6),
             suspended_s=round(suspended, 3) if suspended > 0.5 else None,

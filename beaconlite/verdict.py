@@ -18,8 +18,8 @@ from typing import Any
 
 from beaconlite import timing
 from beaconlite.errors import RunAborted, StepFailed
-from beaconlite.process import OUTPUT_TAIL
-from beaconlite.redaction import scrub
+from beaconlite.process import last_bytes
+from beaconlite.redaction import Redactor, scrub
 from beaconlite.statuses import ERROR, OK, RUNNING, SUCCESS, WARNING
 
 SUMMARY_LIMIT = 64 * 1024  # bytes of JSON (SPEC 3)
@@ -73,20 +73,27 @@ class Verdict:
 
 
 def decide(
-    job, aborted: RunAborted | None, failure: BaseException | None, summary: Any, findings: Findings, output
+    job,
+    aborted: RunAborted | None,
+    failure: BaseException | None,
+    summary: Any,
+    findings: Findings,
+    output: str | None,
+    redact: Redactor,
 ) -> tuple[str, str | None, str | None, str | None]:
-    """(status, error, summary JSON, output) of a run whose work has ended.
+    """(status, error, summary JSON, output) of a run whose work has ended; every text but
+    the error line (which the caller folds) is redacted here, before anything is cut.
 
     The abort's reason decides first; then the job's own exception (a RunAborted it raised
     itself, with no abort pending, is an ordinary error); then the steps.
     """
-    summary_text, summary_problem = summary_json(summary)
+    summary_text, summary_problem = summary_json(summary, redact)
     if aborted is not None:
         status, error = aborted.status, aborted.reason
     elif failure is not None:
         status = ERROR
         error, trace = describe_exception(failure)
-        findings.tracebacks.append(trace)
+        findings.tracebacks.append(redact(trace))
     else:
         status, error = from_steps(findings, job.min_success_rate)
         if summary_problem:
@@ -94,7 +101,7 @@ def decide(
             if status == SUCCESS:
                 status = WARNING
     if job.kind != "command" and findings.tracebacks:
-        output = "\n".join(t for t in findings.tracebacks if t)[-OUTPUT_TAIL:]
+        output = last_bytes("\n".join(t for t in findings.tracebacks if t))
     return status, error, summary_text, output
 
 
@@ -192,13 +199,13 @@ class _NotJSON(Exception):
     pass
 
 
-def _json_tree(value: Any, depth: int = 0) -> Any:
-    """A copy of ``value`` if it is JSON-native (exact types only: no job code runs)."""
+def _json_tree(value: Any, redact: Redactor, depth: int = 0) -> Any:
+    """A redacted copy of ``value`` if it is JSON-native (exact types only: no job code runs)."""
     if depth > 100:
         raise _NotJSON("it is nested more than 100 levels deep")
     kind = type(value)
     if kind is str:
-        return scrub(value)
+        return redact(value)
     if kind is float:
         if value != value or value in (float("inf"), float("-inf")):
             raise _NotJSON(f"it holds the number {value!r}")
@@ -206,31 +213,32 @@ def _json_tree(value: Any, depth: int = 0) -> Any:
     if kind in (int, bool, type(None)):
         return value
     if kind in (list, tuple):
-        return [_json_tree(v, depth + 1) for v in value]
+        return [_json_tree(v, redact, depth + 1) for v in value]
     if kind is dict:
         out = {}
         for k, v in value.items():
             if type(k) is not str:
                 raise _NotJSON(f"a key is {type_name(k)}, not a string")
-            out[scrub(k)] = _json_tree(v, depth + 1)
+            out[redact(k)] = _json_tree(v, redact, depth + 1)
         return out
     raise _NotJSON(f"it holds {type_name(value)}")
 
 
-def summary_json(value: Any) -> tuple[str | None, str | None]:
+def summary_json(value: Any, redact: Redactor) -> tuple[str | None, str | None]:
     """(JSON text to store, or None; why it is not the summary as returned, or None).
 
-    A summary that is not JSON or is over 64 KiB is stored as a truncated representation
-    (a JSON string), and the reason makes the run a warning (SPEC section 3).
+    Every string in it is redacted before it is encoded or cut. A summary that is not JSON
+    or is over 64 KiB is stored as a truncated representation (a JSON string), and the
+    reason makes the run a warning (SPEC section 3).
     """
     if value is None:
         return None, None
     try:
-        text = json.dumps(_json_tree(value), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(_json_tree(value, redact), ensure_ascii=False, allow_nan=False)
         problem = None
     except _NotJSON as e:
         ok, rendered = bounded(lambda: repr(value))
-        text = scrub(rendered) if ok and isinstance(rendered, str) else f"<{type_name(value)}>"
+        text = redact(rendered) if ok and isinstance(rendered, str) else f"<{type_name(value)}>"
         problem = f"the summary is not JSON ({e}); a representation is stored"
         return json.dumps(_cut(text), ensure_ascii=False), problem
     except RecursionError:

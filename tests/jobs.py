@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from urllib.parse import quote
 
 
 def steps(ctx):
@@ -196,3 +197,25 @@ def wait_for_file(ctx):
     while not os.path.exists(ctx.params["path"]):
         time.sleep(0.02)
         ctx.checkpoint()
+
+
+def leak_everywhere(ctx):
+    """Puts params["secret"] everywhere a run writes: logs, step names, warnings, step errors
+    (around the 500-character cut), a request's URL path, query and header, the summary, and
+    (with params["fail"]) the run's own error and traceback."""
+    secret, pad = ctx.params["secret"], ctx.params.get("pad", 0)
+    ctx.log.info("log line %s and %s", secret, "more")
+    ctx.log.warning("multi\nline " + secret)
+    print(f"printed {secret}")
+    with ctx.step(f"step {secret}"):
+        ctx.warn(f"warned {secret}")
+    with ctx.step("fails"):
+        raise ValueError("e" * pad + secret + " tail")
+    with ctx.step("request"):  # in the path, the query and a header, encoded as a URL needs
+        url = f"{ctx.params['url']}/500/{quote(secret, safe='')}"
+        ctx.http.get(
+            url, params={"token": secret}, headers={"X-Token": ctx.params["header"]}
+        ).raise_for_status()
+    if ctx.params.get("fail"):
+        raise RuntimeError(f"failed with {secret}\n" + "f" * pad + secret)
+    return {"secret": secret, "nested": [secret, {"k": "x" * pad + secret}], f"key {secret}": 1}

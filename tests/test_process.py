@@ -10,12 +10,21 @@ import time
 from beaconlite import process, timing
 
 
-def test_tail_keeps_the_last_bytes_in_bounded_memory():
+def test_tail_keeps_the_end_in_bounded_memory_and_says_what_it_dropped():
     tail = process.Tail(limit=10)
+    tail.add(b"0123")
+    assert tail.text() == ("0123", False)
     for i in range(1000):
         tail.add(f"{i:04d}".encode())
-        assert len(tail.data) <= 20 + 4
-    assert tail.text() == "".join(f"{i:04d}" for i in range(997, 1000))[-10:]
+        assert len(tail.data) <= 2 * 10 + 4
+    text, dropped = tail.text()
+    assert dropped and 10 <= len(text) <= 24 and text.endswith("09980999")
+    assert process.last_bytes(text, 10) == text[-10:]
+
+
+def test_last_bytes_never_cuts_a_character_in_half():
+    assert process.last_bytes("aé" * 3, 4) == "aé"  # the 4 last bytes begin inside an "é"
+    assert process.last_bytes("short", 10) == "short"
 
 
 def test_pump_reads_until_exit_and_stops_waiting_on_a_grandchild(monkeypatch):
@@ -25,7 +34,7 @@ def test_pump_reads_until_exit_and_stops_waiting_on_a_grandchild(monkeypatch):
     tail = process.Tail()
     t0 = time.monotonic()
     code = process.pump(proc, tail, lambda: ticks.append(1))
-    assert code == 0 and tail.text() == "one\ntwo\n"
+    assert code == 0 and tail.text() == ("one\ntwo\n", False)
     assert time.monotonic() - t0 < 2  # the grandchild holding the pipe did not hold us
     assert ticks  # called between reads
     process.kill_group(proc.pid, signal.SIGKILL)

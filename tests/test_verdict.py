@@ -9,6 +9,7 @@ import jobs
 import pytest
 
 from beaconlite import timing
+from beaconlite.redaction import Redactor
 from beaconlite.verdict import SUMMARY_LIMIT, describe_exception, summary_json
 
 
@@ -56,20 +57,20 @@ def test_lone_surrogates_become_escapes():
     ],
 )
 def test_summary_json(value, problem):
-    text, why = summary_json(value)
+    text, why = summary_json(value, Redactor())
     json.loads(text)  # always valid JSON
     text.encode("utf-8")
     assert (why is None) if problem is None else (problem in why)
 
 
 def test_a_summary_over_64_kib_is_cut_and_said():
-    text, why = summary_json({"x": "y" * 100_000})
+    text, why = summary_json({"x": "y" * 100_000}, Redactor())
     assert len(text.encode()) <= SUMMARY_LIMIT and "more than 65536" in why
 
 
 def test_a_summary_whose_repr_blocks_is_abandoned(monkeypatch):
     monkeypatch.setattr(timing, "DESCRIBE_TIMEOUT", 0.2)
     t0 = time.monotonic()
-    text, why = summary_json([jobs.BlocksWhenPrinted()])
+    text, why = summary_json([jobs.BlocksWhenPrinted()], Redactor())
     assert time.monotonic() - t0 < 1.0
     assert json.loads(text) == "<list>" and "not JSON" in why
