@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from urllib.parse import quote
@@ -206,6 +207,9 @@ def leak_everywhere(ctx):
     secret, pad = ctx.params["secret"], ctx.params.get("pad", 0)
     ctx.log.info("log line %s and %s", secret, "more")
     ctx.log.warning("multi\nline " + secret)
+    for part in secret.splitlines():  # a multi-line secret, a line at a time
+        ctx.log.info("part %s", part)
+    ctx.log.info("as JSON: %s", json.dumps({"secret": secret}))
     print(f"printed {secret}")
     with ctx.step(f"step {secret}"):
         ctx.warn(f"warned {secret}")
