@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -83,6 +84,20 @@ def _of_type(expected: type, what: str) -> Callable:
 _bool = _of_type(bool, "true or false")
 _str = _of_type(str, "a string")
 _table = _of_type(dict, "a table")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character (or line separator) in ``text``, or None."""
+    return next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+
+
+def _plain(v):
+    """A path or a name: it may land in a systemd unit or a plist, where a control
+    character (a newline above all) would be syntax, never data."""
+    found = control_character(_str(v))
+    if found is not None:
+        raise ValueError(f"holds a control character ({found!r}); paths and names may not")
+    return v
 
 
 def _duration(v):
@@ -198,8 +213,8 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class Check:
-    url: str = key("")
-    name: str = key("")  # default: the URL without its query string (and credentials)
+    url: str = key("", _plain)
+    name: str = key("", _plain)  # default: the URL without its query string (and credentials)
     method: str = key("GET", lambda v: _choice(*METHODS)(_str(v).upper()))
     headers: Mapping[str, str] = key(parse=_table_of_str, factory=dict)
     body: str | None = key(None)
@@ -230,7 +245,7 @@ class JobSpec:
     command: tuple[str, ...] | str | None = key(None, _same, kind="command")  # shape: see `shell`
     shell: bool = key(False, _bool, kind="command")
     env: Mapping[str, str] = key(parse=_table_of_str, factory=dict, kind="command")
-    cwd: str | None = key(None, kind="command")
+    cwd: str | None = key(None, _plain, kind="command")
     ok_exit_codes: tuple[int, ...] = key((0,), _list_of(_int_in(0, 255), False), kind="command")
     warning_exit_codes: tuple[int, ...] = key((), _list_of(_int_in(0, 255)), kind="command")
     checks: tuple[Check, ...] = key((), _same, kind="checks")
@@ -249,8 +264,8 @@ class NotifySpec:
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    database: Path = key(parse=_str, factory=default_database)
-    python_path: tuple[str, ...] = key((), _list_of(_str))
+    database: Path = key(parse=_plain, factory=default_database)
+    python_path: tuple[str, ...] = key((), _list_of(_plain))
     timezone: str = key("local", _timezone)
     log_level: str = key("info", _choice("debug", "info", "warning", "error"))
     log_format: str = key("auto", _choice("text", "json", "auto"))
@@ -464,6 +479,8 @@ def load_config(
     and the database, not the secrets an administrator's shell does not have.
     """
     path = Path(path)
+    if control_character(str(path.absolute())) is not None:
+        raise ConfigError(f"{str(path)!r}: a config path may not hold a control character")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import plistlib
 import re
 import shutil
@@ -9,11 +10,12 @@ import sys
 from pathlib import Path
 
 from beaconlite import timing
-from beaconlite.config import Config
-from beaconlite.errors import BeaconError
+from beaconlite.config import Config, control_character
+from beaconlite.errors import BeaconError, ConfigError
 
 LABEL = "org.beaconlite.daemon"
 SYSTEM_STATE = Path("/var/lib/beaconlite")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9/_.,:+@=-]+")  # needs no quotes in a unit file
 STOP_MARGIN = 15  # seconds beyond the daemon's own bound on a stop
 
 
@@ -31,6 +33,34 @@ def stop_timeout(config: Config) -> int:
         longest = max((j.timeout for j in config.jobs), default=settings.default_timeout)
         runs = longest + settings.abort_grace + timing.KILL_AFTER
     return int(runs + timing.STOP_WRITE_WAIT + STOP_MARGIN + 0.999)
+
+
+def _plain(value: str, what: str) -> str:
+    """A value about to be rendered: a control character would be syntax (a newline adds a
+    line to a unit), so it is refused (exit 2), whatever else is escaped."""
+    found = control_character(value)
+    if found is not None:
+        raise ConfigError(
+            f"{what} {value!r} holds a control character ({found!r}); it cannot go into a service file"
+        )
+    return value
+
+
+def systemd_quote(value: str, command: bool = False) -> str:
+    """One word for a unit file: as is when it is plain, else double-quoted with C escapes;
+    "%" doubled (specifiers), and in a command line "$" doubled (variable expansion)."""
+    text = value.replace("%", "%%")
+    if command:
+        text = text.replace("$", "$$")
+    if _PLAIN_WORD.fullmatch(value):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def command_line(config: Config) -> list[str]:
+    """The daemon's argv for this installation, each part checked."""
+    argv = executable() + ["--config", str(config.path.absolute()), "daemon"]
+    return [_plain(a, "the path") for a in argv]
 
 
 def executable() -> list[str]:
@@ -55,7 +85,7 @@ def service_database(config: Config, launchd: bool, user: bool) -> Path:
 
 
 def systemd_unit(config: Config, user: bool) -> str:
-    exec_start = " ".join(executable() + ["--config", str(config.path.absolute()), "daemon"])
+    exec_start = " ".join(systemd_quote(a, command=True) for a in command_line(config))
     watchdog = 30
     lines = [
         "[Unit]",
@@ -91,7 +121,7 @@ def systemd_unit(config: Config, user: bool) -> str:
     ]
     database_dir = service_database(config, False, user).parent
     if database_dir != SYSTEM_STATE:
-        lines.append(f"ReadWritePaths={database_dir}")
+        lines.append(f"ReadWritePaths={systemd_quote(_plain(str(database_dir), 'the database directory'))}")
     lines += [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
@@ -123,7 +153,7 @@ def launchd_plist(config: Config, user: bool) -> str:
     logs = (Path.home() / "Library" / "Logs" if user else Path("/Library/Logs")) / "beaconlite.log"
     plist = {
         "Label": LABEL,
-        "ProgramArguments": executable() + ["--config", str(config.path.absolute()), "daemon"],
+        "ProgramArguments": command_line(config),
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},  # restart after a crash, not after a stop
         "ProcessType": "Standard",
@@ -157,7 +187,8 @@ def pin_database(config: Config, database: Path) -> None:
     if names_database(config):
         return
     text = config.path.read_text()
-    line = f'database = "{database}"  # written by `beaconlite service install`\n'
+    # A TOML basic string (JSON's escapes are TOML's); paths hold no control characters.
+    line = f"database = {json.dumps(str(database))}  # written by `beaconlite service install`\n"
     header = re.search(r"(?m)^\[daemon\][ \t]*\n", text)
     if header:  # the first key of the existing [daemon] table
         text = text[: header.end()] + line + text[header.end() :]

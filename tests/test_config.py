@@ -193,6 +193,17 @@ BAD = [
         ['unknown key "heartbeat_intervall"', 'did you mean "heartbeat_interval"'],
     ),
     ("[deamon]\n", ['unknown section "deamon"', 'did you mean "daemon"']),
+    # a path or a name that could become syntax in a unit file (SPEC sections 2 and 9)
+    (
+        '[daemon]\ndatabase = "/var/lib/bl\\nExecStartPre=+/bin/sh\\nX=/b.db"\n',
+        ["[daemon]", "database", "control"],
+    ),
+    ('[daemon]\npython_path = ["ok", "a\\tb"]\n', ["python_path", "control character"]),
+    ('[[jobs]]\nname = "j"\ncommand = ["true"]\ncwd = "/tmp\\r"\n', ['job "j"', "cwd", "control"]),
+    (
+        '[[jobs]]\nname = "j"\n[[jobs.checks]]\nname = "a\\u2028b"\nurl = "http://x/"\n',
+        ["checks[0]", "name", "control"],
+    ),
     ("[daemon]\nmax_concurrent_runs = '8'\n", ["[daemon]", "max_concurrent_runs", "integer"]),
     ("[daemon]\nmax_concurrent_runs = 0\n", ["max_concurrent_runs", "out of range"]),
     ("[daemon]\nmax_concurrent_runs = 10001\n", ["max_concurrent_runs", "out of range"]),

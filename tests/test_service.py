@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import plistlib
+import re
 import shutil
 import socket
 import sqlite3
@@ -143,6 +144,60 @@ def test_systemd_unit_verifies(make_config):
     shipped = Path(__file__).resolve().parent.parent / "systemd" / "beaconlite.service"
     text = shipped.read_text()
     assert "Type=notify" in text and "RestartPreventExitStatus=2" in text
+
+
+HOSTILE = 'we ird "q" $HOME %n \\back;semi'
+
+
+def unit_words(value: str) -> list[str]:
+    """The words of a unit line's value, as systemd reads them (quotes, C escapes, %%, $$)."""
+    words = re.findall(r'"((?:[^"\\]|\\.)*)"|(\S+)', value)
+    return [re.sub(r"\\(.)", r"\1", q or b).replace("%%", "%").replace("$$", "$") for q, b in words]
+
+
+def directives(unit: str) -> list[str]:
+    return [line.split("=", 1)[0] for line in unit.splitlines() if "=" in line and not line.startswith("#")]
+
+
+def test_hostile_paths_are_data_in_the_unit_never_syntax(tmp_path):
+    """Quotes, $, %, backslashes, spaces and semicolons in the config's and the database's
+    paths: the unit has exactly the template's directives and reads back the same paths."""
+    plain_dir, hostile_dir = tmp_path / "plain", tmp_path / HOSTILE
+    units = {}
+    for directory in (plain_dir, hostile_dir):
+        directory.mkdir()
+        config = directory / f"{HOSTILE}.toml" if directory == hostile_dir else directory / "b.toml"
+        config.write_text(f"[daemon]\ndatabase = {json.dumps(str(directory / 'db' / 'b.db'))}\n")
+        out = cli("-c", config, "service", "print")
+        assert out.returncode == 0, out.stderr
+        units[directory] = (config, out.stdout)
+    config, unit = units[hostile_dir]
+    assert directives(unit) == directives(units[plain_dir][1])
+    lines = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert unit_words(lines["ExecStart"])[-3:] == ["--config", str(config), "daemon"]
+    assert unit_words(lines["ReadWritePaths"]) == [str(hostile_dir / "db")]
+    if shutil.which("systemd-analyze"):
+        unit_file = tmp_path / "beaconlite.service"
+        unit_file.write_text(unit)
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True)
+        assert verify.returncode == 0, verify.stderr
+    plist = plistlib.loads(cli("-c", config, "service", "print", "--launchd").stdout.encode())
+    assert plist["ProgramArguments"][-3:] == ["--config", str(config), "daemon"]
+
+
+@pytest.mark.parametrize("where", ["database", "config path"])
+def test_a_control_character_in_a_rendered_path_is_refused(tmp_path, where):
+    injected = "bl\nExecStartPre=+touch pwned\nX="
+    directory = tmp_path / (injected if where == "config path" else "ok")
+    directory.mkdir()
+    config = directory / "b.toml"
+    database = f"/var/lib/{injected}/b.db" if where == "database" else "state/b.db"
+    config.write_text(f"[daemon]\ndatabase = {json.dumps(database)}\n")
+    for args in (["service", "print"], ["service", "print", "--launchd"], ["check-config"]):
+        out = cli("-c", config, *args)
+        assert out.returncode == 2 and out.stdout == "", (args, out.stdout)
+        assert "control character" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_launchd_plist_parses(make_config):
