@@ -228,15 +228,23 @@ def show(run_id, as_json):
 
 @cli.command()
 @global_options
-@click.option("--older-than", required=True, help='Finished more than this long ago, e.g. "30d".')
+@click.option("--older-than", help='Finished more than this long ago, e.g. "30d" (default: keep_history).')
 @click.option("--dry-run", is_flag=True, help="Count, delete nothing.")
 @json_option
 def prune(older_than, dry_run, as_json):
-    """Delete finished runs older than DUR."""
+    """Delete finished runs older than DUR (default: the config's keep_history)."""
     from beaconlite import store
+    from beaconlite.config import DaemonSettings
 
+    config = load_config(required=False)
     age = duration_arg(older_than, "--older-than")
-    open_for_query()
+    if age is None:
+        age = (config.daemon if config else DaemonSettings()).keep_history
+    if not age:
+        emit({"dry_run": dry_run, "pruned": 0}, as_json, "keep_history = 0: nothing is pruned")
+        return ExitStatus.OK
+    path = database_path(config)
+    store.open_reader(path) if dry_run else store.open_for_changes(path)
     count = store.prune(time.time() - age, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     emit({"dry_run": dry_run, "pruned": count}, as_json, f"{verb} {count} finished run(s)")
@@ -343,7 +351,7 @@ def reap(dry_run, older_than, batch_size, as_json):
     age = duration_arg(older_than, "--older-than") or 0.0
     config = load_config(required=False)
     path = database_path(config)
-    store.open_reader(path)
+    store.open_reader(path) if dry_run else store.open_for_changes(path)
     now = time.time()
     orphans = reaper.find_orphans(
         now, socket.gethostname(), daemon_lock_free=not daemon_alive(path), older_than=age

@@ -48,7 +48,7 @@ def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
 
 
 def require_daemon(path: Path) -> None:
-    if not daemon_alive(path) or not store.open_reader(path):
+    if not daemon_alive(path) or not store.open_for_changes(path):
         raise Refused(f"no daemon is running on {path}")
 
 
@@ -63,7 +63,7 @@ def wait_for_end(run_id: int, timeout: float | None) -> str:
 
 def cancel(path: Path, run_id: int) -> str:
     """Stop a live run wherever it runs; its final status (waits up to 15 s for it)."""
-    store.open_reader(path)
+    store.open_for_changes(path)
     status = store.run_status(run_id)
     if status is None:
         raise Refused(f"no run with id {run_id}")

@@ -92,7 +92,6 @@ def test_runs_filters(cli, history):
         ["runs", "--since", "5x"],
         ["runs", "--status", "bogus"],
         ["show", "abc"],
-        ["prune"],
         ["prune", "--older-than", "x"],
         ["nonsense"],
     ],
@@ -219,6 +218,8 @@ def test_prune_json(cli, history):
     assert result.json() == {"dry_run": True, "pruned": 3}
     result = cli("--database", history, "prune", "--older-than", "20s", "--json")
     assert result.json() == {"dry_run": False, "pruned": 3}
+    # Without --older-than: the config's keep_history (90 days by default), then 0 = keep all.
+    assert cli("--database", history, "prune", "--json").json() == {"dry_run": False, "pruned": 0}
     assert [r["status"] for r in cli("--database", history, "runs", "--json").json()] == ["running"]
 
 

@@ -241,3 +241,39 @@ def test_prune_deletes_finished_runs_and_steps_only(tmp_db):
         "SELECT COUNT(*) FROM step WHERE run_id NOT IN (SELECT id FROM run)"
     ).fetchone()[0]
     assert orphan_steps == 0
+
+
+def test_queries_never_write_a_database_restored_next_to_a_foreign_wal(tmp_path):
+    """A database restored next to another database's stale -wal: every query command
+    leaves the file byte for byte as it was (SPEC section 7), and says what it can."""
+    import hashlib
+    import subprocess
+    import sys
+
+    restored = tmp_path / "restored.db"
+    store.open_writer(restored)
+    for i in range(121):
+        run_id = store.start_run("orders", "schedule", 1000.0 + i, 1, 2000.0 + i, None, 1000.0 + i)
+        store.finish_run(run_id, "success", 1001.0 + i, summary=f'{{"n": {i}}}')
+    store.close()  # a clean close: the WAL is checkpointed into the file and removed
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE junk (x TEXT)")
+    conn.executemany("INSERT INTO junk VALUES (?)", [("z" * 500,)] * 400)
+    conn.commit()
+    foreign_wal = (tmp_path / "other.db-wal").read_bytes()
+    conn.close()
+    (tmp_path / "restored.db-wal").write_bytes(foreign_wal)
+    before = hashlib.sha256(restored.read_bytes()).hexdigest()
+    for args in (["status"], ["runs", "--json"], ["show", "1"], ["health", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "beaconlite", "--database", str(restored), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode in (0, 1, 2) and "Traceback" not in done.stderr, (args, done.stderr)
+        assert hashlib.sha256(restored.read_bytes()).hexdigest() == before, args
+    assert (tmp_path / "restored.db-wal").read_bytes() == foreign_wal

@@ -59,6 +59,7 @@ from beaconlite.store.schema import (
     ensure_directory,
     file_mode,
     open_attached,
+    open_for_changes,
     open_reader,
     open_writer,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "list_runs",
     "live_runs",
     "open_attached",
+    "open_for_changes",
     "open_reader",
     "open_writer",
     "outage",

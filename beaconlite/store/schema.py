@@ -181,14 +181,23 @@ def _connect(path: Path | str, uri: str | None = None) -> None:
         raise StoreError(f"{path}: cannot open database: {e}") from None
 
 
+def _wal_hint(path: Path) -> str:
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        return f"; if it was restored from a copy, {wal.name} beside it may belong to another database"
+    return ""
+
+
 def _schema_version(path: Path) -> int:
     try:
         version = db.execute_sql("PRAGMA user_version").fetchone()[0]
         tables = set(db.get_tables())
     except (OperationalError, DatabaseError) as e:
-        raise StoreError(f"{path}: not a usable beaconlite database: {e}") from None
+        raise StoreError(f"{path}: not a usable beaconlite database: {e}{_wal_hint(path)}") from None
     if version == 0 and tables:
-        raise StoreError(f"{path}: not a beaconlite database (it has tables but no schema version)")
+        raise StoreError(
+            f"{path}: not a beaconlite database (it has tables but no schema version){_wal_hint(path)}"
+        )
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path}: database schema version {version} is newer than this beaconlite "
@@ -226,19 +235,28 @@ def open_writer(path: Path, group_access: bool = False) -> None:
 
 def open_attached(path: Path) -> None:
     """Open a database a daemon already prepared (a foreground run beside a live daemon)."""
-    open_reader(path, allow_missing=False)
+    _open_existing(path, "rw", allow_missing=False)
 
 
 def open_reader(path: Path, allow_missing: bool = True) -> bool:
-    """Open for queries without creating or migrating; False when there is no database yet.
+    """Open for queries: read-only (never a write to the file, not even a checkpoint or a
+    WAL recovery into it), never created or migrated. False when there is no database yet:
+    a missing one reads as empty history (an in-memory one with the schema stands in)."""
+    return _open_existing(path, "ro", allow_missing)
 
-    A missing database reads as empty history: an in-memory one with the schema stands in.
-    """
+
+def open_for_changes(path: Path) -> bool:
+    """Open an existing database to change rows (prune, reap, requests to the daemon),
+    never created or migrated; False (an empty stand-in) when there is none yet."""
+    return _open_existing(path, "rw", allow_missing=True)
+
+
+def _open_existing(path: Path, mode: str, allow_missing: bool) -> bool:
     path = Path(path)
     if path.exists():
         if not os.access(path, os.R_OK):
             raise StoreError(f"{path}: permission denied")
-        _connect(path, uri=f"file:{quote(str(path.absolute()))}?mode=rw")
+        _connect(path, uri=f"file:{quote(str(path.absolute()))}?mode={mode}")
         version = _schema_version(path)
     else:
         version = 0
