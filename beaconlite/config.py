@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import sys
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -468,6 +469,23 @@ class _Loader:
             netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
             spec["name"] = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         return Check(**spec)
+
+
+def refuse_open_config(path: Path) -> None:
+    """The config decides what commands run: like sshd with its keys, refuse one that every
+    user can write, or that sits in a directory every user can write (unless the directory
+    has the sticky bit, as /tmp does). Group write is allowed (umask 002 is common)."""
+    for target, what in ((path, "config file"), (path.absolute().parent, "directory of the config file")):
+        try:
+            mode = target.stat().st_mode
+        except OSError as e:
+            raise ConfigError(f"{target}: cannot stat the {what}: {e.strerror}") from None
+        sticky_dir = stat.S_ISDIR(mode) and mode & stat.S_ISVTX
+        if mode & stat.S_IWOTH and not sticky_dir:
+            raise ConfigError(
+                f"{target}: the {what} is writable by every user (mode {stat.S_IMODE(mode):04o}); "
+                f"anyone could change what the daemon runs: chmod o-w {target}"
+            )
 
 
 def load_config(

@@ -96,6 +96,10 @@ class Daemon:
         settings = self.config.daemon
         store.ensure_directory(settings.database.parent, settings.group_access)
         self.lock.acquire()  # LockHeld: another daemon serves this database
+        for path, old, new in store.tighten_modes(settings.database, settings.group_access):
+            log.warning(
+                "tightened the mode of %s from %04o to %04o", path, old, new, extra={"event": "store.mode"}
+            )
         store.open_writer(settings.database, settings.group_access)
         self._database_id = self._stat_database()
         journal.replay(settings.database)  # ends a stop could not write, before the reaper

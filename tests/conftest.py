@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -366,6 +367,17 @@ class ExternalLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def as_unprivileged(argv: list[str]) -> list[str]:
+    """argv run so that file permissions apply: as root, without the capabilities that
+    override them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH); skips where that cannot be done."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv(1): file permissions cannot be tested")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *argv]
 
 
 @pytest.fixture

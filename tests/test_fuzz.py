@@ -201,15 +201,17 @@ def test_truncated_database(cli, tmp_path):
             assert result.code == 2 and result.err.count("\n") == 1
 
 
-def test_unreadable_database(cli, tmp_path):
+def test_unreadable_database(tmp_path):
     import os
+    import subprocess
+    import sys
 
-    import pytest
+    from conftest import as_unprivileged
 
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file; permissions cannot be tested as root")
     path = tmp_path / "private.db"
     path.write_bytes(b"")
     os.chmod(path, 0)
-    result = cli("--database", path, "runs")
-    assert result.code == 2 and "permission denied" in result.err
+    argv = as_unprivileged([sys.executable, "-m", "beaconlite", "--database", str(path), "runs"])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "not readable" in done.stderr or "permission denied" in done.stderr, done.stderr

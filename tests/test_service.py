@@ -267,3 +267,46 @@ def test_readers_while_the_daemon_writes_20_runs_a_second_and_prunes(daemon):
     runs = d.runs()
     assert all(r.job.startswith("tick-") for r in runs)
     assert all(r.status in ("success", "running") for r in runs)
+
+
+# -- files and modes (SPEC sections 7 and 9) -----------------------------------------------
+
+
+def test_loose_modes_are_tightened_at_daemon_start(daemon):
+    d = daemon('[[jobs]]\nname = "j"\nrun = "beaconlite.builtin:noop"\n', start=False)
+    d.database.parent.mkdir(mode=0o700)
+    from beaconlite import store
+
+    store.open_writer(d.database)
+    store.close()
+    lock = d.database.with_name("b.db.lock")
+    lock.write_text("")
+    os.chmod(d.database, 0o644)
+    os.chmod(lock, 0o666)
+    d.start()
+    for path in (d.database, lock, d.database.with_name("b.db-wal"), d.database.with_name("b.db-shm")):
+        assert os.stat(path).st_mode & 0o777 == 0o600, path
+    log = d.log()
+    assert "tightened the mode of" in log and "from 0644 to 0600" in log and "from 0666 to 0600" in log
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_a_config_every_user_can_write_is_refused(make_config, tmp_path, what):
+    (tmp_path / "conf").mkdir()
+    config = make_config('[[jobs]]\nname = "j"\nrun = "beaconlite.builtin:noop"\n', name="conf/b.toml")
+    target = config if what == "file" else config.parent
+    os.chmod(target, os.stat(target).st_mode | 0o002)
+    out = cli("-c", config, "daemon", timeout=10)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "writable by every user" in out.stderr and "chmod o-w" in out.stderr
+    os.chmod(target, (os.stat(target).st_mode | 0o020) & ~0o002)  # group write is fine
+    from beaconlite.config import refuse_open_config
+
+    refuse_open_config(config)  # no error
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)  # like /tmp
+    (sticky / "b.toml").write_text("")
+    os.chmod(sticky / "b.toml", 0o644)
+    refuse_open_config(sticky / "b.toml")  # no error

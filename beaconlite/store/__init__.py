@@ -62,6 +62,7 @@ from beaconlite.store.schema import (
     open_for_changes,
     open_reader,
     open_writer,
+    tighten_modes,
 )
 
 __all__ = [
@@ -113,5 +114,6 @@ __all__ = [
     "start_step",
     "stop_instance",
     "take_requests",
+    "tighten_modes",
     "withdraw_request",
 ]

@@ -171,6 +171,26 @@ def file_mode(group_access: bool) -> int:
     return 0o660 if group_access else 0o600
 
 
+def tighten_modes(database: Path, group_access: bool) -> list[tuple[Path, int, int]]:
+    """Take away what is more open than ``file_mode`` from the database, its WAL, shm,
+    lock and journal files (an older beaconlite, a copy or a restore may have left them
+    readable by everyone); (file, old mode, new mode) for each one changed."""
+    wanted = file_mode(group_access)
+    changed = []
+    for suffix in ("", "-wal", "-shm", ".lock", ".unrecorded"):
+        path = database.with_name(database.name + suffix)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & ~wanted:
+                os.chmod(path, mode & wanted)
+                changed.append((path, mode, mode & wanted))
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StoreError(f"{path}: cannot tighten its mode: {e.strerror}") from None
+    return changed
+
+
 def _connect(path: Path | str, uri: str | None = None) -> None:
     if not db.is_closed():
         db.close()
