@@ -305,6 +305,7 @@ KIND_KEYS = {
     for kind in ("python", "command", "checks")
 }
 TOP_KEYS = ("daemon", "http", "jobs", "notify")
+PATH_KEYS = ("database", "python_path")  # [daemon] paths: ${VAR} in them is no secret (SPEC 2)
 
 
 # -- the loader ---------------------------------------------------------------------------
@@ -321,8 +322,9 @@ class _Loader:
         # A value from ${ENV} may be quoted in the message: it is a secret like any other.
         raise ConfigError(Redactor(self.secrets)(f"{self.path}: {where}: {message}"))
 
-    def interpolate(self, value, where: str):
-        """Replace ${NAME} in every string, remembering each value as a secret."""
+    def interpolate(self, value, where: str, secret: bool = True):
+        """Replace ${NAME} in every string, remembering each value as a secret (but for the
+        paths of [daemon]: ${STATE_DIRECTORY}/b.db must stay usable in a unit file)."""
         if isinstance(value, str):
 
             def sub(m):
@@ -331,15 +333,15 @@ class _Loader:
                     if not self.env_required:
                         return ""
                     self.fail(where, f"environment variable {name} is not set (used as ${{{name}}})")
-                if self.env[name]:
+                if self.env[name] and secret:
                     self.secrets.add(self.env[name])
                 return self.env[name]
 
             return ENV_REF.sub(sub, value)
         if isinstance(value, list):
-            return [self.interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return [self.interpolate(v, f"{where}[{i}]", secret) for i, v in enumerate(value)]
         if isinstance(value, dict):
-            return {k: self.interpolate(v, f"{where}.{k}") for k, v in value.items()}
+            return {k: self.interpolate(v, f"{where}.{k}", secret) for k, v in value.items()}
         return value
 
     def section(self, raw, keys: Mapping[str, Callable], where: str) -> dict:
@@ -353,7 +355,8 @@ class _Loader:
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
                 self.fail(where, f'unknown key "{key}"{hint}')
             try:
-                clean[key] = keys[key](self.interpolate(value, f"{where}.{key}"))
+                path = where == "[daemon]" and key in PATH_KEYS
+                clean[key] = keys[key](self.interpolate(value, f"{where}.{key}", secret=not path))
             except ValueError as e:
                 self.fail(where, f'key "{key}": {e}')
         return clean

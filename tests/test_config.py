@@ -317,3 +317,16 @@ def test_queries_do_not_need_the_secrets(make_config, cli):
     assert cli("-c", path, "runs").code == 0
     result = cli("-c", path, "check-config")
     assert result.code == 2 and "BEACONLITE_UNSET_VAR is not set" in result.err
+
+
+def test_daemon_paths_from_the_environment_are_not_secrets(make_config, monkeypatch):
+    """${STATE_DIRECTORY}/b.db must stay usable in a unit file; the same value elsewhere is."""
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/beaconlite")
+    monkeypatch.setenv("TOKEN", "t0ken-value")
+    path = make_config(
+        '[daemon]\ndatabase = "${STATE_DIRECTORY}/b.db"\npython_path = ["${STATE_DIRECTORY}/jobs"]\n'
+        '[[jobs]]\nname = "j"\ncommand = ["echo", "${TOKEN}"]\n'
+    )
+    c = load_config(path)
+    assert str(c.daemon.database) == "/var/lib/beaconlite/b.db"
+    assert c.secrets == frozenset({"t0ken-value"})
