@@ -124,7 +124,7 @@ def test_no_piece_of_a_secret_anywhere(
             url = "{http_server.url}/500/${{S_URL}}/x?q=${{S_HEADER}}"
             headers = {{Authorization = "Bearer ${{S_HEADER}}"}}
             [[jobs.checks]]
-            url = "http://user:${{S_URL}}@{http_server.url.removeprefix('http://')}/500/x"
+            url = "http://user:${{S_URL}}@{http_server.url.removeprefix("http://")}/500/x"
             """.replace("\n            ", "\n"),
         )
         notifier = Notifier(r.config)
