@@ -376,7 +376,6 @@ def health(as_prometheus, as_json):
     from beaconlite import health as health_check
     from beaconlite import store
     from beaconlite.config import DaemonSettings
-    from beaconlite.cron import resolve_timezone
     from beaconlite.errors import StoreError
 
     config = load_config(required=False)
@@ -384,9 +383,8 @@ def health(as_prometheus, as_json):
     try:
         store.open_reader(path)
         settings = config.daemon if config else DaemonSettings()
-        tz = resolve_timezone(settings.timezone)
         problems, metrics = health_check.check(
-            time.time(), store.known_jobs(config), tz, settings.abort_grace, lock_free(path)
+            time.time(), store.known_jobs(config), settings.abort_grace, lock_free(path)
         )
     except StoreError as e:
         problems, metrics = [f"database unreadable: {e}"], dict.fromkeys(health_check.METRICS)

@@ -164,7 +164,7 @@ def _schedule(v):
         probe(parse_schedule(_str(v)))
     except ScheduleError as e:
         raise ValueError(str(e)) from None
-    return v.strip()
+    return v.strip(" \t")
 
 
 def _timezone(v):
@@ -231,6 +231,7 @@ class JobSpec:
     name: str = key("")
     kind: str = "python"  # "python" | "command" | "checks": which of run, command, checks it has
     schedule: str | None = key(None, _schedule)
+    timezone: str = key("", _timezone)  # the loader's default: daemon.timezone
     timeout: float = key(1800.0, _duration)  # the loader's default: daemon.default_timeout
     enabled: bool = key(True, _bool)
     max_instances: int = key(1, _int_in(1, 10000))
@@ -251,6 +252,12 @@ class JobSpec:
     warning_exit_codes: tuple[int, ...] = key((), _list_of(_int_in(0, 255)), kind="command")
     checks: tuple[Check, ...] = key((), _same, kind="checks")
     http: HttpSettings = key(parse=_table, factory=HttpSettings)
+
+    def zone(self):
+        """The tzinfo of this job's cron schedule."""
+        from beaconlite.cron import resolve_timezone
+
+        return resolve_timezone(self.timezone)
 
 
 @dataclass(frozen=True)
@@ -426,6 +433,7 @@ class _Loader:
                 if key in owned and other != kind:
                     self.fail(where, f'key "{key}" only applies to {other} jobs')
         spec.setdefault("timeout", daemon.default_timeout)
+        spec.setdefault("timezone", daemon.timezone)
         spec["http"] = HttpSettings(
             **{**http.__dict__, **self.section(raw.get("http", {}), HTTP, f"{where} [jobs.http]")}
         )

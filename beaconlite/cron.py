@@ -1,20 +1,33 @@
-"""Schedules: cron(8) expressions, ``every DURATION`` and the ``@`` shorthands.
+"""Schedules: cron(8) expressions, ``every DURATION`` and the ``@`` shorthands (SPEC section 10).
 
 The one parser for schedules. It knows nothing of APScheduler (the query commands and
 ``check-config`` use it without importing the scheduler); ``scheduler.py`` wraps it in an
 APScheduler trigger. APScheduler's own CronTrigger is not cron(8): its day-of-week 0 is
-Monday and it ANDs day-of-month with day-of-week.
+Monday, it ANDs day-of-month with day-of-week, and it has no cron(8) daylight-saving rules.
+
+Daylight saving, in the job's zone, as cron(8) does it: a local time the clock skips fires
+once at the first instant of the new time, for a *fixed-time* job (neither its minute nor
+its hour field starts with ``*``); a *wildcard* job follows the new clock. A local time the
+clock repeats fires once (the first pass) for a fixed-time job, in both passes for a
+wildcard job. ``every`` slots lie on an exact grid of whole milliseconds from the epoch.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from beaconlite.durations import parse_duration
+from beaconlite.durations import duration_ms
 from beaconlite.errors import ScheduleError
 
+log = logging.getLogger(__name__)
+
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
+MIN_EVERY_MS = 100
 SHORTHANDS = {
     "@hourly": "0 * * * *",
     "@daily": "0 0 * * *",
@@ -34,38 +47,57 @@ FIELDS = [
     ("month", 1, 12, MONTHS),
     ("day-of-week", 0, 7, DAYS),
 ]
-# Far enough to cross any legal combination (Feb 29 on a given weekday: 28 years).
-SEARCH_LIMIT = timedelta(days=366 * 29)
+# Far enough for any combination that fires at all: Feb 29 on a given weekday recurs up to
+# 40 years apart (2088, then 2128: 2100 is no leap year).
+SEARCH_LIMIT = timedelta(days=366 * 100)
+# The largest change of a zone's offset looked around (DST is 1 h, 30 min on Lord Howe;
+# some zones once had double summer time).
+MAX_SHIFT = timedelta(hours=3)
 
 
-def _value(text: str, low: int, names: list[str] | None) -> int:
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _value(text: str, name: str, low: int, names: list[str] | None) -> int:
     if names and text.lower() in names:
         return names.index(text.lower()) + (1 if low == 1 else 0)
-    if not text.isdigit():
-        raise ScheduleError(f"{text!r} is not a number")
+    if not text or not (text.isascii() and text.isdigit()):
+        return _bad(f"{_q(text)} is not a number in the {name} field")
+    if len(text) > 2:
+        return _bad(f"{_q(text)} is out of range in the {name} field")
     return int(text)
 
 
+def _bad(message: str):
+    raise ScheduleError(message)
+
+
+def _q(text: str) -> str:
+    """A user's text quoted for a message, cut short if it is absurdly long."""
+    return repr(text if len(text) <= 24 else text[:20] + "...")
+
+
 def _parse_field(text: str, name: str, low: int, high: int, names) -> tuple[frozenset, bool]:
-    """Return the allowed values and whether the field is unrestricted ('*')."""
+    """The allowed values, and whether the field is a wildcard (starts with '*')."""
     values: set[int] = set()
     for part in text.split(","):
+        base, stepped, step_text = part.partition("/")
         step = 1
-        if "/" in part:
-            part, _, step_text = part.partition("/")
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ScheduleError(f"bad step {step_text!r} in the {name} field")
+        if stepped:
+            if not (step_text.isascii() and step_text.isdigit()) or len(step_text) > 2 or int(step_text) == 0:
+                _bad(f"bad step {_q(step_text)} in the {name} field")
             step = int(step_text)
-        if part == "*":
+        if base == "*":
             first, last = low, high
-        elif "-" in part:
-            a, _, b = part.partition("-")
-            first, last = _value(a, low, names), _value(b, low, names)
+        elif "-" in base:
+            a, _, b = base.partition("-")
+            first, last = _value(a, name, low, names), _value(b, name, low, names)
         else:
-            first = _value(part, low, names)
-            last = high if step > 1 else first
+            first = _value(base, name, low, names)
+            # N/S is N-MAX/S, as BSD cron, croniter, cronsim and systemd read it.
+            last = high if stepped else first
         if not (low <= first <= high and low <= last <= high) or first > last:
-            raise ScheduleError(f"{part!r} is out of range {low}-{high} in the {name} field")
+            _bad(f"{_q(base)} is out of range {low}-{high} in the {name} field")
         values.update(range(first, last + 1, step))
     return frozenset(values), text.startswith("*")
 
@@ -79,6 +111,7 @@ class Cron:
     weekdays: frozenset  # 0 = Sunday (7 folded into 0)
     days_any: bool
     weekdays_any: bool
+    fixed_time: bool  # neither the minute nor the hour field starts with '*'
 
     def _day_matches(self, d: datetime) -> bool:
         dom = d.day in self.days
@@ -88,12 +121,10 @@ class Cron:
             return dom and dow
         return dom or dow
 
-    def next_after(self, after: datetime, tz: tzinfo) -> datetime | None:
-        """The first fire time strictly after ``after`` (aware), in UTC."""
-        after_utc = after.astimezone(timezone.utc)
-        t = after.astimezone(tz).replace(tzinfo=None, second=0, microsecond=0)
-        t += timedelta(minutes=1)
+    def _local_matches(self, t: datetime):
+        """Naive local times from ``t`` (whole minutes) that match the fields, in order."""
         end = t + SEARCH_LIMIT
+        minutes = sorted(self.minutes)
         while t < end:
             if t.month not in self.months:
                 year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
@@ -102,27 +133,69 @@ class Cron:
                 t = (t + timedelta(days=1)).replace(hour=0, minute=0)
             elif t.hour not in self.hours:
                 t = (t + timedelta(hours=1)).replace(minute=0)
-            elif t.minute not in self.minutes:
-                t += timedelta(minutes=1)
             else:
-                # A local time skipped by a DST change maps forward (fold=0): it fires once,
-                # at the shifted instant; the "strictly after" test removes the duplicate.
-                fire = t.replace(tzinfo=tz).astimezone(timezone.utc)
-                if fire > after_utc:
-                    return fire
+                later = [m for m in minutes if m >= t.minute]
+                if not later:
+                    t = (t + timedelta(hours=1)).replace(minute=0)
+                    continue
+                t = t.replace(minute=later[0])
+                yield t
                 t += timedelta(minutes=1)
-        return None
+
+    def _instants(self, local: datetime, tz: tzinfo) -> list[datetime]:
+        """When a matching local time fires: once; twice or once when the clock repeats
+        it; at the end of the gap or never when the clock skips it (see the module doc)."""
+        first = local.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        second = local.replace(tzinfo=tz, fold=1).astimezone(UTC)
+        if first == second:
+            return [first]
+        if first.astimezone(tz).replace(tzinfo=None) == local:  # repeated: fold=0 is the first pass
+            return [first] if self.fixed_time else [first, second]
+        return [_transition(second, first, tz)] if self.fixed_time else []  # skipped
+
+    def next_after(self, after: datetime, tz: tzinfo) -> datetime | None:
+        """The first fire time strictly after ``after`` (aware), in UTC; None if none in
+        the next hundred years."""
+        after = after.astimezone(UTC)
+        start = after.astimezone(tz).replace(tzinfo=None, fold=0, second=0, microsecond=0) - MAX_SHIFT
+        best = best_local = None
+        for local in self._local_matches(start):
+            if best_local is not None and local > best_local + MAX_SHIFT:
+                break  # no later local time can fire before ``best``
+            for instant in self._instants(local, tz):
+                if instant > after and (best is None or instant < best):
+                    best, best_local = instant, local
+        return best
+
+
+def _transition(before: datetime, after: datetime, tz: tzinfo) -> datetime:
+    """The instant in (before, after] where the zone's offset changes (to the second)."""
+    target = after.astimezone(tz).utcoffset()
+    while after - before > timedelta(seconds=1):
+        middle = before + (after - before) / 2
+        if middle.astimezone(tz).utcoffset() == target:
+            after = middle
+        else:
+            before = middle
+    return after.replace(microsecond=0)
 
 
 @dataclass(frozen=True)
 class Every:
-    seconds: float
+    ms: int  # the period in whole milliseconds
+
+    @property
+    def seconds(self) -> float:
+        return self.ms / 1000
+
+    def latest_at_or_before(self, at: datetime) -> datetime:
+        return EPOCH + (((at.astimezone(UTC) - EPOCH) // ONE_MS) // self.ms * self.ms) * ONE_MS
 
     def next_after(self, after: datetime, tz: tzinfo) -> datetime:
-        # Aligned to the Unix epoch, like "every 10m" -> :00, :10, :20 ...
-        ts = after.timestamp()
-        slot = (math.floor(ts / self.seconds) + 1) * self.seconds
-        return datetime.fromtimestamp(slot, timezone.utc)
+        # On the grid from the Unix epoch ("every 10m" -> :00, :10, :20 ...), in integer
+        # milliseconds: a float would put 1.1 s slots on its neighbours and repeat them.
+        elapsed_ms = (after.astimezone(UTC) - EPOCH) // ONE_MS
+        return EPOCH + (elapsed_ms // self.ms + 1) * self.ms * ONE_MS
 
 
 Schedule = Cron | Every
@@ -130,41 +203,43 @@ Schedule = Cron | Every
 
 def parse_schedule(text: str) -> Schedule:
     """Parse a schedule string; raise ScheduleError with a message fit for a user."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text.strip(" \t"):
         raise ScheduleError("a schedule must be a non-empty string")
-    text = text.strip()
+    text = text.strip(" \t")
+    if not text.isascii() or any(c.isspace() and c not in " \t" for c in text):
+        raise ScheduleError(f"{_q(text)} holds characters other than ASCII letters, digits and spaces")
     if text.startswith("every "):
         try:
-            seconds = parse_duration(text[6:].strip())
+            ms = duration_ms(text[6:].strip(" \t"))
         except ValueError as e:
             raise ScheduleError(str(e)) from None
-        if seconds <= 0:
-            raise ScheduleError("an interval must be > 0")
-        return Every(seconds)
+        if ms < MIN_EVERY_MS:
+            raise ScheduleError(f"an `every` interval is at least {MIN_EVERY_MS}ms")
+        return Every(ms)
     if text.startswith("@"):
         if text.lower() not in SHORTHANDS:
-            raise ScheduleError(f"unknown shorthand {text!r} (one of {', '.join(SHORTHANDS)})")
+            raise ScheduleError(f"unknown shorthand {_q(text)} (one of {', '.join(SHORTHANDS)})")
         text = SHORTHANDS[text.lower()]
     parts = text.split()
     if len(parts) != 5:
         raise ScheduleError(
-            f"{text!r} is not a cron expression (5 fields: minute hour day-of-month month "
+            f"{_q(text)} is not a cron expression (5 fields: minute hour day-of-month month "
             'day-of-week), "every DURATION" or an @ shorthand'
         )
     parsed = [_parse_field(p, *spec) for p, spec in zip(parts, FIELDS)]
-    weekdays = frozenset(d % 7 for d in parsed[4][0])
     return Cron(
         minutes=parsed[0][0],
         hours=parsed[1][0],
         days=parsed[2][0],
         months=parsed[3][0],
-        weekdays=weekdays,
+        weekdays=frozenset(d % 7 for d in parsed[4][0]),
         days_any=parsed[2][1],
         weekdays_any=parsed[4][1],
+        fixed_time=not (parsed[0][1] or parsed[1][1]),
     )
 
 
-def next_fire_times(schedule: Schedule, after: datetime, tz: tzinfo, count: int) -> list:
+def next_fire_times(schedule: Schedule, after: datetime, tz: tzinfo, count: int) -> list[datetime]:
     times = []
     for _ in range(count):
         nxt = schedule.next_after(after, tz)
@@ -177,7 +252,7 @@ def next_fire_times(schedule: Schedule, after: datetime, tz: tzinfo, count: int)
 
 def probe(schedule: Schedule) -> None:
     """Refuse a schedule that never fires (e.g. "0 0 31 2 *")."""
-    if schedule.next_after(datetime.now(timezone.utc), timezone.utc) is None:
+    if schedule.next_after(datetime.now(UTC), UTC) is None:
         raise ScheduleError("the schedule never fires")
 
 
@@ -186,7 +261,8 @@ def due_slots(
 ) -> tuple[list[float], bool]:
     """Slots in (after, until] as epoch seconds; at most ``cap``, and whether there were more."""
     slots: list[float] = []
-    t: datetime | None = datetime.fromtimestamp(after, timezone.utc)
+    # fromtimestamp rounds to the microsecond: a float slot comes back exactly on its grid.
+    t: datetime | None = datetime.fromtimestamp(after, UTC)
     while len(slots) < cap:
         t = schedule.next_after(t, tz)
         if t is None or t.timestamp() > until:
@@ -196,15 +272,27 @@ def due_slots(
     return slots, nxt is not None and nxt.timestamp() <= until
 
 
-def resolve_timezone(name: str):
-    """A tzinfo for the daemon's `timezone` ("local" -> the system's IANA zone)."""
-    from zoneinfo import ZoneInfo
-
+def resolve_timezone(name: str) -> tzinfo:
+    """A tzinfo for a `timezone` key ("local": the system's IANA zone). The config checked
+    the name; a system whose own zone cannot be told is logged, once, and runs on UTC."""
     if name != "local":
-        return ZoneInfo(name)
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return _fallback(f"time zone {name!r} is not available")
     try:
         import tzlocal
 
         return tzlocal.get_localzone()
-    except Exception:  # an unusual system zone setup: fall back to UTC, not to a crash
-        return ZoneInfo("UTC")
+    except Exception as e:  # an unusual system zone setup
+        return _fallback(f"the system's time zone cannot be told ({type(e).__name__}: {e})")
+
+
+_warned: set[str] = set()
+
+
+def _fallback(why: str) -> tzinfo:
+    if why not in _warned:
+        _warned.add(why)
+        log.warning("%s; schedules in it use UTC", why, extra={"event": "schedule.timezone"})
+    return UTC

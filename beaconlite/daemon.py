@@ -114,7 +114,7 @@ class Daemon:
         self.slots = Slots(self.config, self.runner, on_skip=self.notifier.run_ended)
         self.inbox = Inbox(self.slots, self.runner, self.host)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
-        self.scheduler = Scheduler(self.slots.tz, self._on_fire, gate)
+        self.scheduler = Scheduler(self._on_fire, gate)
         self.scheduler.sync(self.config.jobs)
         if handle_signals:
             self._install_signals()
@@ -294,6 +294,7 @@ class Daemon:
                 "schedule": j.schedule,
                 "enabled": int(j.enabled),
                 "next_run_at": nxt.get(j.name),
+                "timezone": j.timezone,
             }
             for j in self.config.jobs
         ]
@@ -443,7 +444,13 @@ class Daemon:
             store.stop_instance(self.instance, clock.wall())
             store.save_job_states(
                 [
-                    {"name": j.name, "schedule": j.schedule, "enabled": int(j.enabled), "next_run_at": None}
+                    {
+                        "name": j.name,
+                        "schedule": j.schedule,
+                        "enabled": int(j.enabled),
+                        "next_run_at": None,
+                        "timezone": j.timezone,
+                    }
                     for j in self.config.jobs
                 ]
             )

@@ -1,52 +1,71 @@
-"""Durations ("1h30m", "250ms", 90) and sizes ("50MB", "50MiB", 1024), as users write them."""
+"""Durations ("1h30m", "250ms", 90) and sizes ("50MB", "50MiB", 1024), as users write them.
+
+Parsed as exact decimals ("1.001s" is 1001 ms, never a float's neighbour) and in ASCII only:
+Python would read Arabic-Indic or full-width digits as numbers, a user's config should not.
+"""
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
-MAX_DURATION = 365 * 86400.0
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
-_SIZE_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
+MAX_DURATION = Decimal(365 * 86400)
+MAX_DIGITS = 15  # longer numbers are out of range, said plainly (not Python's digit limit)
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d|w)", re.ASCII)
+_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
+          "d": Decimal(86400), "w": Decimal(604800)}  # fmt: skip
+_SIZE = re.compile(rf"({_NUMBER}) *([KMGT]i?B|B)?", re.ASCII | re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_EXAMPLES = '(e.g. "250ms", "30s", "15m", "1h30m", "1d", "1w")'
+
+
+def exact_duration(value) -> Decimal:
+    """Seconds, exactly, for "30s", "1h30m", "250ms", "1.001s" or a plain number."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad duration {value!r}")
+    if isinstance(value, int):
+        seconds = Decimal(value)
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"bad duration {value!r}")
+        seconds = Decimal(repr(value))  # the number as written in the TOML file
+    elif isinstance(value, str):
+        text = value.strip(" \t")
+        if any(len(n) > MAX_DIGITS for n in re.findall(r"[0-9]+", text, re.ASCII)):
+            raise ValueError(f"duration {_short(value)} is out of range (at most 365 days)")
+        if re.fullmatch(_NUMBER, text, re.ASCII):
+            seconds = Decimal(text)
+        else:
+            pos, seconds = 0, Decimal(0)
+            for match in _PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += Decimal(match.group(1)) * _UNITS[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ValueError(f"bad duration {_short(value)} {_EXAMPLES}")
+    else:
+        raise ValueError(f'bad duration {_short(value)}: a string like "30s" or a number of seconds')
+    if seconds < 0:
+        raise ValueError(f"bad duration {_short(value)}: must be >= 0")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration {_short(value)} is longer than 365 days")
+    return seconds
 
 
 def parse_duration(value) -> float:
     """Seconds for "30s", "1h30m", "250ms", or a plain number; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        else:
-            pos, seconds = 0, 0.0
-            for match in _DURATION_PART.finditer(text):
-                if match.start() != pos:
-                    break
-                seconds += float(match.group(1)) * _UNITS[match.group(2)]
-                pos = match.end()
-            if pos != len(text) or not text:
-                raise ValueError(f'bad duration {value!r} (e.g. "250ms", "30s", "15m", "1h30m", "1d")')
-    else:
-        raise ValueError(f'bad duration {value!r}: a string like "30s" or a number of seconds')
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"bad duration {value!r}: must be >= 0")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"duration {value!r} is longer than 365 days")
-    return seconds
+    return float(exact_duration(value))
+
+
+def duration_ms(value) -> int:
+    """A duration as a whole number of milliseconds; ValueError for a fraction of one."""
+    ms = exact_duration(value) * 1000
+    if ms != ms.to_integral_value():
+        raise ValueError(f"{_short(value)} is not a whole number of milliseconds")
+    return int(ms)
 
 
 def parse_size(value) -> int:
@@ -55,13 +74,18 @@ def parse_size(value) -> int:
         raise ValueError(f"bad size {value!r}")
     if isinstance(value, int):
         size = value
-    elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
-        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    elif isinstance(value, str) and len(value) < 40 and (m := _SIZE.fullmatch(value.strip(" \t"))):
+        size = int(Decimal(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
     else:
-        raise ValueError(f'bad size {value!r} (e.g. "512KB", "50MB", "50MiB", or bytes)')
+        raise ValueError(f'bad size {_short(value)} (e.g. "512KB", "50MB", "50MiB", or bytes)')
     if size <= 0 or size > 2**53:
-        raise ValueError(f"size {value!r} is out of range")
+        raise ValueError(f"size {_short(value)} is out of range")
     return size
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "...'"
 
 
 def format_duration(seconds: float) -> str:

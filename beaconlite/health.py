@@ -19,15 +19,16 @@ METRICS = (
 )
 
 
-def _overdue(jobs: list[tuple[str, str | None, bool]], since: float, now: float, tz) -> list[str]:
+def _overdue(jobs: list[tuple[str, str | None, bool, str]], since: float, now: float) -> list[str]:
     """Jobs with two of their slots passed since their last start (or since `since`)."""
-    from beaconlite.cron import due_slots, parse_schedule
+    from beaconlite.cron import due_slots, parse_schedule, resolve_timezone
 
     late = []
-    for name, schedule, enabled in jobs:
+    for name, schedule, enabled, zone in jobs:
         if not schedule or not enabled:
             continue
         last = store.last_start(name)
+        tz = resolve_timezone(zone)
         slots, _ = due_slots(parse_schedule(schedule), tz, max(last or since, since), now, cap=2)
         if len(slots) >= 2:
             late.append(name)
@@ -35,7 +36,7 @@ def _overdue(jobs: list[tuple[str, str | None, bool]], since: float, now: float,
 
 
 def check(
-    now: float, jobs: list[tuple[str, str | None, bool]], tz, abort_grace: float, lock_free: bool
+    now: float, jobs: list[tuple[str, str | None, bool, str]], abort_grace: float, lock_free: bool
 ) -> tuple[list[str], dict]:
     """(problems, metrics); no problems means healthy."""
     problems = []
@@ -59,7 +60,7 @@ def check(
     leaked = daemon.leaked_threads if daemon and state == "running" else 0
     if leaked:
         problems.append(f"{leaked} run thread(s) leaked (did not end after their abort)")
-    overdue = _overdue(jobs, daemon.started_at, now, tz) if daemon and state == "running" else []
+    overdue = _overdue(jobs, daemon.started_at, now) if daemon and state == "running" else []
     if overdue:
         problems.append("overdue: " + ", ".join(overdue))
     counts = store.counts_since(now - DAY)

@@ -81,10 +81,11 @@ def job_rows(jobs: list[tuple], overview: dict[str, dict], fires: dict[str, floa
             "name": name,
             "schedule": schedule,
             "enabled": enabled,
+            "timezone": zone,
             "next_run_at": fires.get(name) if enabled else None,
             **overview[name],
         }
-        for name, schedule, enabled in jobs
+        for name, schedule, enabled, zone in jobs
     ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import timezone
 
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -35,12 +35,12 @@ class ScheduleTrigger(BaseTrigger):
         # After a long sleep APScheduler lists every due slot before handing them over: for
         # a short `every`, hundreds of thousands. Jump to the latest due slot instead; the
         # slot policy counts the missed ones from the schedule itself.
-        if previous_fire_time is not None and isinstance(self.schedule, Every):
-            period = self.schedule.seconds
-            if (now - previous_fire_time).total_seconds() > MAX_LISTED * period:
-                latest = datetime.fromtimestamp(now.timestamp() // period * period, timezone.utc)
-                if latest > previous_fire_time:
-                    return latest
+        every = self.schedule if isinstance(self.schedule, Every) else None
+        gap = (now - previous_fire_time).total_seconds() if previous_fire_time else 0.0
+        if every and gap > MAX_LISTED * every.seconds:
+            latest = every.latest_at_or_before(now)
+            if latest > previous_fire_time:
+                return latest
         return self.schedule.next_after(previous_fire_time or now, self.tz)
 
     def __str__(self):
@@ -85,15 +85,14 @@ class _BatchingScheduler(BackgroundScheduler):
 class Scheduler:
     """The APScheduler instance for one daemon."""
 
-    def __init__(self, tz, on_fire: Callable[[str, list[float]], None], gate: threading.Lock):
-        self.tz = tz
+    def __init__(self, on_fire: Callable[[str, list[float]], None], gate: threading.Lock):
         self._aps = _BatchingScheduler(
             gate,
             timezone=timezone.utc,
             executors={"default": FireExecutor(on_fire)},
             job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": sys.maxsize},
         )
-        self._specs: dict[str, tuple[str, bool]] = {}
+        self._specs: dict[str, tuple[str, str]] = {}  # job -> (schedule, timezone)
 
     def start(self) -> None:
         self._aps.start()
@@ -111,14 +110,15 @@ class Scheduler:
 
     def sync(self, jobs: tuple[JobSpec, ...]) -> None:
         """Make the scheduled jobs match ``jobs``; unchanged ones keep their next slot."""
-        wanted = {j.name: (j.schedule, j.enabled) for j in jobs if j.schedule and j.enabled}
+        wanted = {j.name: (j.schedule, j.timezone) for j in jobs if j.schedule and j.enabled}
+        zones = {j.name: j.zone() for j in jobs}
         for name in list(self._specs):
             if self._specs[name] != wanted.get(name):
                 self._aps.remove_job(name)
                 del self._specs[name]
         for name, (schedule, _) in wanted.items():
             if name not in self._specs:
-                trigger = ScheduleTrigger(parse_schedule(schedule), self.tz)
+                trigger = ScheduleTrigger(parse_schedule(schedule), zones[name])
                 self._aps.add_job(_never_called, trigger, id=name, name=name)
                 self._specs[name] = wanted[name]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from beaconlite import clock, journal, store
 from beaconlite.config import Config, JobSpec
-from beaconlite.cron import due_slots, parse_schedule, resolve_timezone
+from beaconlite.cron import due_slots, parse_schedule
 from beaconlite.durations import format_duration
 from beaconlite.errors import RunCancelled, SlotTaken, WriteFailed
 from beaconlite.render import iso
@@ -180,7 +180,6 @@ class Slots:
     ):
         self.config = config
         self.on_skip = on_skip  # (job, run id, "skipped"): notifications
-        self.tz = resolve_timezone(config.daemon.timezone)
         self.runner = runner
         self.stopping = False
         self._lock = threading.RLock()
@@ -194,7 +193,6 @@ class Slots:
     def reconfigure(self, config: Config) -> None:
         with self._lock:
             self.config = config
-            self.tz = resolve_timezone(config.daemon.timezone)
 
     # -- due slots ------------------------------------------------------------------------
 
@@ -218,7 +216,7 @@ class Slots:
                 self._due(job, slots, now, why_late, more)
 
     def _due(self, job: JobSpec, slots: list[float], now: float, why_late: str, more: bool) -> None:
-        for action in collapse(job, slots, now, why_late, more, self.tz):
+        for action in collapse(job, slots, now, why_late, more, job.zone()):
             try:
                 if isinstance(action, Start):
                     self._admit(job, action.fire, now)
@@ -248,7 +246,7 @@ class Slots:
                 if job is None or not job.enabled or not job.schedule:
                     continue
                 until = max(now, last, clock.wall())  # a fire deferred after `now` was read
-                slots, more = due_slots(parse_schedule(job.schedule), self.tz, first - 0.001, until)
+                slots, more = due_slots(parse_schedule(job.schedule), job.zone(), first - 0.001, until)
                 started = store.last_started_slot(job.name)
                 slots = [s for s in slots if started is None or s > started]
                 if slots:
@@ -268,7 +266,7 @@ class Slots:
             mark = store.ledger_mark(job.name) or since
             if mark is None:
                 continue
-            slots, more = due_slots(parse_schedule(job.schedule), self.tz, mark, now)
+            slots, more = due_slots(parse_schedule(job.schedule), job.zone(), mark, now)
             if slots:
                 self.fire(job.name, slots, now, why, more)
 

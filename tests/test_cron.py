@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from beaconlite.cron import Every, next_fire_times, parse_schedule
+from beaconlite.cron import EPOCH, Every, due_slots, next_fire_times, parse_schedule, probe
 from beaconlite.errors import ScheduleError
 
 UTC = timezone.utc
@@ -72,7 +74,7 @@ def test_shorthands(alias, expected):
 
 def test_every_is_aligned_to_the_epoch():
     schedule = parse_schedule("every 10m")
-    assert schedule == Every(600)
+    assert schedule == Every(600_000)
     after = datetime(2026, 11, 24, 7, 31, 12, tzinfo=UTC)
     assert [t.strftime("%H:%M:%S") for t in next_fire_times(schedule, after, UTC, 3)] == [
         "07:40:00",
@@ -81,18 +83,134 @@ def test_every_is_aligned_to_the_epoch():
     ]
 
 
-def test_cron_in_a_timezone_across_dst():
-    berlin = ZoneInfo("Europe/Berlin")
-    # 2026-03-29: 02:00 -> 03:00 local. A 02:30 slot does not exist that day: it fires once,
-    # at the shifted instant, and the day after as usual.
-    got = fires("30 2 * * *", "2026-03-28 12:00", 3, tz=berlin)
-    assert got == ["Sun 2026-03-29 03:30", "Mon 2026-03-30 02:30", "Tue 2026-03-31 02:30"]
-    # Every hour across the change: no duplicates, strictly increasing.
-    schedule = parse_schedule("0 * * * *")
-    after = datetime(2026, 3, 29, 0, 30, tzinfo=berlin)
-    times = next_fire_times(schedule, after, berlin, 4)
-    assert all(b > a for a, b in zip(times, times[1:]))
-    assert [(b - a).total_seconds() for a, b in zip(times, times[1:])] == [3600, 3600, 3600]
+# -- daylight saving, as cron(8): a table written from its rules (SPEC section 10) -----------
+#
+# Transitions (facts about the zones): New York 2026-03-08 07:00Z (EST -> EDT), 2026-11-01
+# 06:00Z (EDT -> EST), 2027-03-14 07:00Z; Berlin 2026-03-29 01:00Z (CET -> CEST), 2026-10-25
+# 01:00Z; Lord Howe 2027-10-02 15:30Z (+10:30 -> +11), 2027-04-03 15:00Z (+11 -> +10:30).
+# Fixed-time jobs (neither minute nor hour starts with "*"): a skipped local time fires once,
+# at the first instant of the new time; a repeated one, in its first pass. Wildcard jobs
+# follow the clock: nothing for a skipped time, both passes of a repeated one.
+
+DST = [
+    # New York, clock jumps forward: 02:00-03:00 EST does not exist on 2026-03-08
+    ("America/New_York", "30 2 * * *", "2026-03-07T12:00", ["2026-03-08T07:00", "2026-03-09T06:30"]),
+    ("America/New_York", "0 2-3 * * *", "2026-03-08T05:00", ["2026-03-08T07:00", "2026-03-09T06:00"]),
+    ("America/New_York", "15 2,3 * * *", "2027-03-14T05:00", ["2027-03-14T07:00", "2027-03-14T07:15"]),
+    ("America/New_York", "0 * * * *", "2026-03-08T05:30",
+     ["2026-03-08T06:00", "2026-03-08T07:00", "2026-03-08T08:00"]),
+    ("America/New_York", "30 * * * *", "2026-03-08T06:00", ["2026-03-08T06:30", "2026-03-08T07:30"]),
+    ("America/New_York", "*/30 * * * *", "2026-03-08T06:00",
+     ["2026-03-08T06:30", "2026-03-08T07:00", "2026-03-08T07:30"]),
+    ("America/New_York", "5-59/10 2 * * *", "2026-03-08T05:00", ["2026-03-08T07:00", "2026-03-09T06:05"]),
+    # New York, clock goes back: 01:00-02:00 passes twice on 2026-11-01 (05Z-06Z EDT, 06Z-07Z EST)
+    ("America/New_York", "0 * * * *", "2026-11-01T04:30",
+     ["2026-11-01T05:00", "2026-11-01T06:00", "2026-11-01T07:00"]),
+    ("America/New_York", "30 1 * * *", "2026-11-01T04:00", ["2026-11-01T05:30", "2026-11-02T06:30"]),
+    ("America/New_York", "0,30 1 * * *", "2026-11-01T04:00",
+     ["2026-11-01T05:00", "2026-11-01T05:30", "2026-11-02T06:00"]),
+    ("America/New_York", "*/15 * * * *", "2026-11-01T05:40",
+     ["2026-11-01T05:45", "2026-11-01T06:00", "2026-11-01T06:15", "2026-11-01T06:30"]),
+    ("America/New_York", "@hourly", "2026-11-01T05:30", ["2026-11-01T06:00", "2026-11-01T07:00"]),
+    # Berlin
+    ("Europe/Berlin", "30 2 * * *", "2026-03-28T12:00", ["2026-03-29T01:00", "2026-03-30T00:30"]),
+    ("Europe/Berlin", "30 2 * * *", "2026-10-24T12:00", ["2026-10-25T00:30", "2026-10-26T01:30"]),
+    ("Europe/Berlin", "*/30 * * * *", "2026-10-24T23:45",
+     ["2026-10-25T00:00", "2026-10-25T00:30", "2026-10-25T01:00", "2026-10-25T01:30", "2026-10-25T02:00"]),
+    # Lord Howe: 30-minute changes. 02:00-02:30 skipped on 2027-10-03; 01:30-02:00 twice on 2027-04-04
+    ("Australia/Lord_Howe", "15,30 2 * * *", "2027-10-02T14:30",
+     ["2027-10-02T15:30", "2027-10-03T15:15", "2027-10-03T15:30"]),
+    ("Australia/Lord_Howe", "45 1 * * *", "2027-04-03T12:00", ["2027-04-03T14:45", "2027-04-04T15:15"]),
+    ("Australia/Lord_Howe", "*/15 * * * *", "2027-04-03T14:20",
+     ["2027-04-03T14:30", "2027-04-03T14:45", "2027-04-03T15:00", "2027-04-03T15:15", "2027-04-03T15:30"]),
+    # A zone without DST, with a half-hour offset
+    ("Asia/Kolkata", "30 2 * * *", "2026-03-07T12:00", ["2026-03-07T21:00", "2026-03-08T21:00"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("zone, expr, start, expected", DST)
+def test_daylight_saving_as_cron8(zone, expr, start, expected):
+    after = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    times = next_fire_times(parse_schedule(expr), after, ZoneInfo(zone), len(expected))
+    assert [t.strftime("%Y-%m-%dT%H:%M") for t in times] == expected
+
+
+def test_an_hourly_job_fires_25_times_on_the_day_the_clock_goes_back():
+    ny = ZoneInfo("America/New_York")
+    start = datetime(2026, 11, 1, 0, 0, tzinfo=ny) - timedelta(seconds=1)
+    end = datetime(2026, 11, 2, 0, 0, tzinfo=ny)
+    slots, _ = due_slots(parse_schedule("0 * * * *"), ny, start.timestamp(), end.timestamp() - 1)
+    assert len(slots) == 25 and len(set(slots)) == 25
+
+
+def test_n_slash_s_is_n_to_the_end_of_the_range():
+    assert fires("0 22/1 * * *", "2026-11-24 00:00", 3) == [
+        "Tue 2026-11-24 22:00",
+        "Tue 2026-11-24 23:00",
+        "Wed 2026-11-25 22:00",
+    ]
+    assert fires("50/5 9 * * *", "2026-11-24 00:00", 3) == [
+        "Tue 2026-11-24 09:50",
+        "Tue 2026-11-24 09:55",
+        "Wed 2026-11-25 09:50",
+    ]
+
+
+def test_a_schedule_that_recurs_40_years_apart_is_found():
+    # Feb 29 AND a Sunday ("*/7" starts with "*": day-of-week is unrestricted, so AND).
+    assert fires("0 0 29 2 */7", "2088-03-01 00:00", 1) == ["Sun 2128-02-29 00:00"]
+    assert parse_schedule("0 0 29 2 1") is not None  # under OR: Feb 29, or any Monday in Feb
+
+
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        ("0 0 31 2 *", "never fires"),
+        ("* * \u0663 * *", "ASCII"),  # Arabic-Indic three
+        ("* * \uff13 * *", "ASCII"),  # full-width three
+        ("* * \u00b2 * *", "ASCII"),  # superscript two
+        ("*\u00a0* * * *", "ASCII"),  # a no-break space
+        ("*\u3000* * * *", "ASCII"),  # an ideographic space
+        ("every \u0665m", "ASCII"),
+        ("* * " + "9" * 5000 + " * *", "out of range"),
+        ("*/" + "9" * 5000 + " * * * *", "bad step"),
+        ("every " + "9" * 5000 + "s", "out of range"),
+        ("every 50ms", "at least 100ms"),
+        ("every 1.0005s", "whole number of milliseconds"),
+        ("every 0s", "at least 100ms"),
+    ],
+)
+def test_bad_schedules_say_why_in_plain_words(expr, message):
+    with pytest.raises(ScheduleError) as caught:
+        probe(parse_schedule(expr))
+    text = str(caught.value)
+    assert message in text and "\n" not in text and "int()" not in text and "4300" not in text
+    assert len(text) < 300
+
+
+@pytest.mark.parametrize("text, ms", [("every 1.1s", 1100), ("every 100ms", 100), ("every 1.001s", 1001)])
+def test_every_is_a_whole_number_of_milliseconds(text, ms):
+    assert parse_schedule(text) == Every(ms)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    period=st.integers(100, 10_000_000),
+    start_us=st.integers(0, 4_102_444_800_000_000),  # 1970 .. 2100, in microseconds
+)
+def test_every_slots_lie_on_the_grid_and_strictly_increase(period, start_us):
+    schedule = Every(period)
+    after = EPOCH + timedelta(microseconds=start_us)
+    previous = after
+    for t in next_fire_times(schedule, after, UTC, 5):
+        assert t > previous and (t - EPOCH) % timedelta(milliseconds=period) == timedelta(0)
+        previous = t
+    # as epoch floats through the ledger and back, the slots are the same
+    slots, _ = due_slots(
+        schedule, UTC, after.timestamp(), (after + timedelta(milliseconds=5 * period)).timestamp()
+    )
+    assert all(b > a for a, b in zip(slots, slots[1:]))
+    assert all(round(s * 1000) % period == 0 for s in slots)
 
 
 @pytest.mark.parametrize(

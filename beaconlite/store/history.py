@@ -146,12 +146,12 @@ def job_overview(names: Iterable[str]) -> dict[str, dict]:
     return out
 
 
-def known_jobs(config) -> list[tuple[str, str | None, bool]]:
-    """(name, schedule, enabled) of every job: the config's, or with no config the ones the
-    daemon last published."""
+def known_jobs(config) -> list[tuple[str, str | None, bool, str]]:
+    """(name, schedule, enabled, timezone) of every job: the config's, or with no config
+    the ones the daemon last published."""
     if config is not None:
-        return [(j.name, j.schedule, j.enabled) for j in config.jobs]
-    return [(s.name, s.schedule, bool(s.enabled)) for s in job_states()]
+        return [(j.name, j.schedule, j.enabled, j.timezone) for j in config.jobs]
+    return [(s.name, s.schedule, bool(s.enabled), s.timezone or "local") for s in job_states()]
 
 
 def job_states() -> list[JobState]:

@@ -24,7 +24,7 @@ from beaconlite.lock import create_private_file
 from beaconlite.statuses import RUNNING
 from beaconlite.store.database import PRAGMAS, close, db, write
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 __all__ = ["close", "db", "write"]
 
@@ -118,6 +118,7 @@ class JobState(BaseModel):
     schedule = CharField(null=True)
     enabled = IntegerField(default=1)
     next_run_at = DoubleField(null=True)
+    timezone = CharField(null=True)  # the zone of its cron schedule
 
     class Meta:
         table_name = "job"
@@ -143,6 +144,11 @@ def _add_request_answer() -> None:
         )
 
 
+def _add_job_timezone() -> None:
+    if "timezone" not in {c.name for c in db.get_columns("job")}:
+        db.execute_sql("ALTER TABLE job ADD COLUMN timezone VARCHAR(255)")
+
+
 # Each migration takes the schema from version i to i + 1. A later column change adds a
 # step here, never edits an earlier one.
 MIGRATIONS = [
@@ -150,6 +156,7 @@ MIGRATIONS = [
     lambda: db.create_tables([Request, JobState]),
     _add_slot_columns,
     _add_request_answer,
+    _add_job_timezone,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
