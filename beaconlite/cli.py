@@ -182,7 +182,7 @@ def status(as_json: bool):
     now = time.time()
     daemon, state = store.daemon_state(now, lock_free(path))
     jobs = store.known_jobs(config)
-    overview = store.job_overview([name for name, _, _ in jobs])
+    overview = store.job_overview([job[0] for job in jobs])
     published = {s.name: s for s in store.job_states()}
     # Only a running daemon will fire anything: otherwise there is no next run.
     fires = {name: s.next_run_at for name, s in published.items()} if state == "running" else {}

@@ -138,12 +138,14 @@ def test_status_json_without_config(cli, history):
         "name",
         "schedule",
         "enabled",
+        "timezone",
         "next_run_at",
         "last_status",
         "last_finished_at",
         "live_runs",
         "last_skip_reason",
     }
+    assert alpha["timezone"] == "local"  # published without one: the default
     assert alpha["last_status"] == "warning" and alpha["live_runs"] == 1
     assert alpha["next_run_at"] is None  # no daemon running: nothing will fire
     assert "overlap" in alpha["last_skip_reason"]

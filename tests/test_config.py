@@ -85,6 +85,7 @@ def test_every_key_parsed(make_config, tmp_path, monkeypatch):
         [[jobs]]
         name = "cmd"
         schedule = "every 10m"
+        timezone = "America/New_York"
         timeout = "30s"
         command = ["/bin/echo", "hi"]
         env = {A = "1"}
@@ -147,6 +148,7 @@ def test_every_key_parsed(make_config, tmp_path, monkeypatch):
         name="py.job-1",
         kind="python",
         schedule="*/15 * * * *",
+        timezone="Europe/Berlin",  # the daemon's: the job names none
         timeout=5400,
         enabled=False,
         max_instances=2,
@@ -162,6 +164,7 @@ def test_every_key_parsed(make_config, tmp_path, monkeypatch):
         http=HttpSettings(2, 5, 50 * 2**20, "me"),
     )
     assert cmd.kind == "command" and cmd.command == ("/bin/echo", "hi") and cmd.timeout == 30
+    assert cmd.timezone == "America/New_York"
     assert cmd.env == {"A": "1"} and cmd.cwd == "/tmp"
     assert cmd.ok_exit_codes == (0, 3) and cmd.warning_exit_codes == (4,)
     assert sh.shell is True and sh.command == "echo hi | wc -c"
@@ -206,6 +209,7 @@ BAD = [
     ),
     ("[daemon]\nmax_concurrent_runs = '8'\n", ["[daemon]", "max_concurrent_runs", "integer"]),
     ("[daemon]\nmax_concurrent_runs = 0\n", ["max_concurrent_runs", "out of range"]),
+    (MINIMAL_JOB + 'timezone = "Mars/Olympus_Mons"\n', ['job "j"', '"timezone"', "unknown time zone"]),
     ("[daemon]\nmax_concurrent_runs = 10001\n", ["max_concurrent_runs", "out of range"]),
     ("[daemon]\nheartbeat_interval = '0s'\n", ["heartbeat_interval", "> 0"]),
     ("[daemon]\nabort_grace = '400d'\n", ["abort_grace", "365 days"]),
@@ -221,7 +225,7 @@ BAD = [
     (MINIMAL_JOB + "schedule = '61 * * * *'\n", ['job "j"', "schedule", "out of range"]),
     (MINIMAL_JOB + "schedule = '* * *'\n", ['job "j"', "schedule", "5 fields"]),
     (MINIMAL_JOB + "schedule = '0 0 31 2 *'\n", ['job "j"', "schedule", "never fires"]),
-    (MINIMAL_JOB + "schedule = 'every 0s'\n", ['job "j"', "schedule", "> 0"]),
+    (MINIMAL_JOB + "schedule = 'every 0s'\n", ['job "j"', "schedule", "at least 100ms"]),
     (MINIMAL_JOB + "schedule = '@fortnightly'\n", ['job "j"', "schedule", "unknown shorthand"]),
     (MINIMAL_JOB + "shedule = '@hourly'\n", ['job "j"', '"shedule"', 'did you mean "schedule"']),
     (MINIMAL_JOB + MINIMAL_JOB, ['job "j"', "duplicate job name"]),

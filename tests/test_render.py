@@ -15,7 +15,7 @@ def test_iso_is_utc_with_milliseconds():
 def test_status_json_shape():
     daemon = SimpleNamespace(pid=7, host="h", version="1", started_at=0.0, heartbeat_at=1.5)
     rows = render.job_rows(
-        [("a", "every 1m", True), ("b", None, False)],
+        [("a", "every 1m", True, "UTC"), ("b", None, False, "local")],
         {
             n: {"last_status": None, "last_finished_at": None, "live_runs": 0, "last_skip_reason": None}
             for n in "ab"
@@ -29,8 +29,8 @@ def test_status_json_shape():
     }  # fmt: skip
     assert [j["next_run_at"] for j in value["jobs"]] == ["1970-01-01T00:01:00.000Z", None]  # disabled: none
     assert set(value["jobs"][0]) == {
-        "name", "schedule", "enabled", "next_run_at", "last_status", "last_finished_at", "live_runs",
-        "last_skip_reason",
+        "name", "schedule", "enabled", "timezone", "next_run_at", "last_status", "last_finished_at",
+        "live_runs", "last_skip_reason",
     }  # fmt: skip
 
 
