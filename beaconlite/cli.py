@@ -77,6 +77,15 @@ def duration_arg(value: str | None, what: str) -> float | None:
         raise click.BadParameter(str(e), param_hint=what) from None
 
 
+def when_arg(value: str, what: str, tz) -> float:
+    from beaconlite.durations import parse_when
+
+    try:
+        return parse_when(value, tz)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=what) from None
+
+
 def load_config(required: bool = True):
     """The config named by --config / $BEACONLITE_CONFIG / the search path, or None."""
     from beaconlite.config import config_search_path, find_config
@@ -153,8 +162,15 @@ def cli():
 
 @cli.command("check-config")
 @global_options
-def check_config():
-    """Validate the config; list the jobs with their next 3 fire times."""
+@click.option(
+    "--from", "from_", metavar="TIME", help='List fire times after this (default now), e.g. "2026-03-08".'
+)
+@click.option(
+    "--count", type=click.IntRange(1, 1000), default=3, show_default=True, help="Fire times per job."
+)
+@json_option
+def check_config(from_, count, as_json):
+    """Validate the config; list each job's next fire times, in its own zone."""
     from datetime import datetime, timezone
 
     from beaconlite.cron import next_fire_times, parse_schedule, resolve_timezone
@@ -162,13 +178,17 @@ def check_config():
 
     config = load_config()
     check_targets(config)
-    tz = resolve_timezone(config.daemon.timezone)
-    now = datetime.now(timezone.utc)
+    after = (
+        time.time() if from_ is None else when_arg(from_, "--from", resolve_timezone(config.daemon.timezone))
+    )
+    start = datetime.fromtimestamp(after, timezone.utc)
     fires = {
-        job.name: next_fire_times(parse_schedule(job.schedule), now, tz, 3) if job.schedule else None
+        job.name: next_fire_times(parse_schedule(job.schedule), start, job.zone(), count)
+        if job.schedule
+        else None
         for job in config.jobs
     }
-    click.echo(render.check_config_text(config, fires))
+    emit(render.check_config_json(config, fires), as_json, render.check_config_text(config, fires))
 
 
 @cli.command()

@@ -157,15 +157,27 @@ class Cron:
         """The first fire time strictly after ``after`` (aware), in UTC; None if none in
         the next hundred years."""
         after = after.astimezone(UTC)
-        start = after.astimezone(tz).replace(tzinfo=None, fold=0, second=0, microsecond=0) - MAX_SHIFT
+        local = after.astimezone(tz).replace(tzinfo=None, fold=0, second=0, microsecond=0)
+        # Near a change of the zone's offset, local times up to MAX_SHIFT before ``after``'s
+        # may still fire after it (the repeated hour); elsewhere the mapping is monotonic.
+        start = local if _steady(tz, after) else local - MAX_SHIFT
         best = best_local = None
-        for local in self._local_matches(start):
-            if best_local is not None and local > best_local + MAX_SHIFT:
+        for candidate in self._local_matches(start):
+            if best_local is not None and (candidate > best_local + MAX_SHIFT or _steady(tz, best)):
                 break  # no later local time can fire before ``best``
-            for instant in self._instants(local, tz):
+            for instant in self._instants(candidate, tz):
                 if instant > after and (best is None or instant < best):
-                    best, best_local = instant, local
+                    best, best_local = instant, candidate
         return best
+
+
+def _steady(tz: tzinfo, at: datetime) -> bool:
+    """The zone's offset is the same from MAX_SHIFT before ``at`` to MAX_SHIFT after it."""
+    return (
+        (at - MAX_SHIFT).astimezone(tz).utcoffset()
+        == at.astimezone(tz).utcoffset()
+        == (at + MAX_SHIFT).astimezone(tz).utcoffset()
+    )
 
 
 def _transition(before: datetime, after: datetime, tz: tzinfo) -> datetime:

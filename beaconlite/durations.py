@@ -1,4 +1,5 @@
-"""Durations ("1h30m", "250ms", 90) and sizes ("50MB", "50MiB", 1024), as users write them.
+"""Durations ("1h30m", "250ms", 90), sizes ("50MB", "50MiB", 1024) and points in time
+("2026-11-24T08:00"), as users write them.
 
 Parsed as exact decimals ("1.001s" is 1001 ms, never a float's neighbour) and in ASCII only:
 Python would read Arabic-Indic or full-width digits as numbers, a user's config should not.
@@ -7,6 +8,7 @@ Python would read Arabic-Indic or full-width digits as numbers, a user's config 
 from __future__ import annotations
 
 import re
+from datetime import datetime, tzinfo
 from decimal import Decimal
 
 MAX_DURATION = Decimal(365 * 86400)
@@ -81,6 +83,21 @@ def parse_size(value) -> int:
     if size <= 0 or size > 2**53:
         raise ValueError(f"size {_short(value)} is out of range")
     return size
+
+
+def parse_when(text: str, tz: tzinfo) -> float:
+    """Epoch seconds for "2026-11-24", "2026-11-24T08:00", "2026-11-24 08:00:30" (read in
+    ``tz``) or the same with an offset or "Z"; ValueError otherwise."""
+    value = text.strip(" \t")
+    if not value.isascii() or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.+\-Z]+)?", value):
+        raise ValueError(f'bad date/time {_short(text)} (e.g. "2026-11-24" or "2026-11-24T08:00")')
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"bad date/time {_short(text)}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=tz)).timestamp()
 
 
 def _short(value) -> str:

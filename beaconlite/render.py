@@ -18,11 +18,19 @@ def iso(ts: float | None) -> str | None:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def local(ts: float | None) -> str:
-    """Local time for people."""
+def local(ts: float | None, tz=None) -> str:
+    """A time for people, in ``tz`` (default: the host's zone), with the zone's abbreviation."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    moment = datetime.fromtimestamp(ts, timezone.utc)
+    return (moment.astimezone(tz) if tz else moment.astimezone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def with_offset(ts: float, tz) -> str:
+    """A fire time in its job's zone with the UTC offset: 2026-03-08 03:00:00 EDT (-04:00)."""
+    moment = datetime.fromtimestamp(ts, timezone.utc).astimezone(tz)
+    offset = moment.strftime("%z")
+    return f"{moment.strftime('%Y-%m-%d %H:%M:%S %Z')} ({offset[:3]}:{offset[3:]})"
 
 
 def ago(seconds: float) -> str:
@@ -173,16 +181,34 @@ def health_text(healthy: bool, problems: list[str], metrics: dict) -> str:
     return "\n".join(lines + [f"  {k}: {v}" for k, v in metrics.items()])
 
 
+def check_config_json(config, fires: dict[str, list | None]) -> dict:
+    return {
+        "ok": True,
+        "database": str(config.daemon.database),
+        "jobs": [
+            {
+                "name": job.name,
+                "kind": job.kind,
+                "schedule": job.schedule,
+                "timezone": job.timezone,
+                "next": [iso(t.timestamp()) for t in fires[job.name] or []],
+            }
+            for job in config.jobs
+        ],
+    }
+
+
 def check_config_text(config, fires: dict[str, list | None]) -> str:
-    """`check-config`: the verdict, then each job with its next fire times."""
+    """`check-config`: the verdict, then each job with its next fire times in its own zone."""
     head = f"{config.path}: ok, {len(config.jobs)} job(s), database {config.daemon.database}"
     rows = []
     for job in config.jobs:
         times = fires[job.name]
-        when = "manual only" if times is None else ", ".join(local(t.timestamp()) for t in times)
-        state = "" if job.enabled else " (disabled)"
-        rows.append([job.name + state, job.kind, job.schedule or "-", when])
-    return head + ("\n" + table(["JOB", "KIND", "SCHEDULE", "NEXT FIRES"], rows) if rows else "")
+        label = job.name + ("" if job.enabled else " (disabled)")
+        whens = ["manual only"] if times is None else [with_offset(t.timestamp(), job.zone()) for t in times]
+        rows.append([label, job.kind, job.schedule or "-", job.timezone, *whens[:1]])
+        rows += [["", "", "", "", when] for when in whens[1:]]
+    return head + ("\n" + table(["JOB", "KIND", "SCHEDULE", "TIMEZONE", "NEXT FIRES"], rows) if rows else "")
 
 
 def runs_text(found: list) -> str:
