@@ -297,7 +297,8 @@ def resolve_timezone(name: str) -> tzinfo:
 
         return tzlocal.get_localzone()
     except Exception as e:  # an unusual system zone setup
-        return _fallback(f"the system's time zone cannot be told ({type(e).__name__}: {e})")
+        why = " ".join(str(e).split())
+        return _fallback(f"the system's time zone cannot be told ({type(e).__name__}: {why})")
 
 
 _warned: set[str] = set()

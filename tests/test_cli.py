@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -234,8 +235,10 @@ def test_check_config_lists_next_fires(cli, make_config):
     """)
     result = cli("-c", path, "check-config")
     assert result.code == 0, result.err
-    line = next(line for line in result.out.splitlines() if line.startswith("tick"))
-    assert line.count(":00") >= 3 and line.count(", ") == 2
+    lines = result.out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("tick"))
+    fires = lines[first : first + 3]  # one line per fire time, in the job's zone with its offset
+    assert all(re.search(r"\d\d:\d0:00 \S+ \([+-]\d\d:\d\d\)$", line) for line in fires), fires
 
 
 def test_real_process_entry_points(history, tmp_path):
@@ -265,3 +268,36 @@ def test_query_path_does_not_import_heavy_modules(history):
         [sys.executable, "-c", code, str(history)], capture_output=True, text=True, timeout=30
     )
     assert out.stdout.strip().splitlines()[-1] == "heavy:", out.stdout
+
+
+def test_check_config_from_count_json_in_each_jobs_zone(make_config, cli):
+    path = make_config(
+        """
+        [daemon]
+        database = "state/b.db"
+        timezone = "UTC"
+        [[jobs]]
+        name = "ny"
+        schedule = "30 2 * * *"
+        timezone = "America/New_York"
+        run = "beaconlite.builtin:noop"
+        [[jobs]]
+        name = "by-hand"
+        run = "beaconlite.builtin:noop"
+        """
+    )
+    # --from without an offset is read in daemon.timezone (UTC here)
+    result = cli("-c", path, "check-config", "--from", "2026-03-07T12:00", "--count", "2", "--json")
+    assert result.code == 0, result.err
+    value = result.json()
+    assert set(value) == {"ok", "database", "jobs"} and value["ok"] is True
+    ny, manual = value["jobs"]
+    assert set(ny) == {"name", "kind", "schedule", "timezone", "next"}
+    # 02:30 does not exist in New York on 2026-03-08: it fires right after the change
+    assert ny["next"] == ["2026-03-08T07:00:00.000Z", "2026-03-09T06:30:00.000Z"]
+    assert ny["timezone"] == "America/New_York" and manual["next"] == [] and manual["schedule"] is None
+    text = cli("-c", path, "check-config", "--from", "2026-03-07", "--count", "3")
+    assert "2026-03-08 03:00:00 EDT (-04:00)" in text.out and "2026-03-07 02:30:00 EST (-05:00)" in text.out
+    assert "manual only" in text.out
+    bad = cli("-c", path, "check-config", "--from", "yesterday")
+    assert bad.code == 2 and "--from" in bad.err and bad.err.count("\n") == 1
