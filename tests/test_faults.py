@@ -133,15 +133,19 @@ def test_on_stop_finish_exits_with_a_hostile_job(daemon):
 # -- 2 and 5. the database refuses writes: ends kept, slots accounted for -----------------
 
 
-def test_a_refused_end_is_kept_and_lands_with_its_true_status(runner, store_faults):
+def test_a_refused_end_is_kept_and_lands_with_its_true_status(runner, store_faults, tmp_path):
     """store.finish_run raising: the run is ended-but-unrecorded, not stuck running."""
-    r = runner('[[jobs]]\nname = "j"\nmax_instances = 1\nrun = "beaconlite.builtin:noop"\n')
+    go = tmp_path / "go"
+    r = runner(
+        f'[[jobs]]\nname = "j"\nmax_instances = 1\nrun = "jobs:wait_for_file"\nparams = {{path = "{go}"}}\n'
+    )
     store_faults.fail_until_cleared("locked")
     with pytest.raises(WriteFailed):  # nothing starts while no write lands
         r.start(r.config.job("j"), "manual", 1.0)
     store_faults.clear()
     live = r.start(r.config.job("j"), "manual", 2.0)
-    store_faults.fail_until_cleared("io")
+    store_faults.fail_until_cleared("io")  # before the run ends: its end is refused
+    go.touch()
     wait_for(lambda: live.verdict is not None, 3, what="the run's verdict")
     assert r.pending_ends() == [live] and r.live_runs() == []  # no longer blocks max_instances
     assert store.run_status(live.run_id) == "running"
