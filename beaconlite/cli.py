@@ -1,6 +1,8 @@
 """The command line: a click group of thin commands. Errors become exit codes here, only here.
 
-Query commands import only the store and the config: no APScheduler, no requests.
+Query commands import only the store and the config: no APScheduler, no requests. What an
+invocation reads (which config, which database, which zone) is ``invocation``'s; what it
+prints is ``render``'s.
 """
 
 from __future__ import annotations
@@ -8,12 +10,22 @@ from __future__ import annotations
 import enum
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from beaconlite import __version__, render, statuses
-from beaconlite.errors import BeaconError, ConfigError, Refused
+from beaconlite.errors import BeaconError, Refused
+from beaconlite.invocation import (
+    database_path,
+    duration_arg,
+    job_named,
+    load_config,
+    lock_free,
+    open_for_query,
+    people_zone,
+    since_arg,
+    when_arg,
+)
 
 
 class ExitStatus(enum.IntEnum):
@@ -66,84 +78,11 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
 
 
-def duration_arg(value: str | None, what: str) -> float | None:
-    from beaconlite.durations import parse_duration
-
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=what) from None
-
-
-def when_arg(value: str, what: str, tz) -> float:
-    from beaconlite.durations import parse_when
-
-    try:
-        return parse_when(value, tz)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=what) from None
-
-
-def load_config(required: bool = True):
-    """The config named by --config / $BEACONLITE_CONFIG / the search path, or None."""
-    from beaconlite.config import config_search_path, find_config
-    from beaconlite.config import load_config as load
-
-    meta = click.get_current_context().meta
-    explicit = meta.get("config")
-    if not explicit and "database" in meta and not required:
-        return None  # --database alone: query that database, no config
-    path = find_config(explicit)
-    if path is None:
-        if required:
-            looked = ", ".join(str(p) for p in config_search_path())
-            raise ConfigError(f"no config file found (looked for {looked}); use --config PATH")
-        return None
-    # Commands that run jobs need every ${VAR}; queries need no secrets.
-    return load(path, env_required=required)
-
-
-def database_path(config) -> Path:
-    from beaconlite.config import default_database
-
-    meta = click.get_current_context().meta
-    if "database" in meta:
-        return Path(meta["database"])
-    return config.daemon.database if config else default_database()
-
-
-def open_for_query():
-    """(config or None, database path) with the database open for reading."""
-    from beaconlite import store
-
-    config = load_config(required=False)
-    path = database_path(config)
-    store.open_reader(path)
-    return config, path
-
-
-def config_job(config, name: str):
-    job = config.job(name)
-    if job is None:
-        known = ", ".join(j.name for j in config.jobs) or "none"
-        raise click.BadParameter(f"no job named {name!r} in {config.path} (jobs: {known})", param_hint="JOB")
-    return job
-
-
 def setup_logging(config) -> None:
     from beaconlite import logs
     from beaconlite.redaction import Redactor
 
     logs.setup(config.daemon.log_level, config.daemon.log_format, Redactor(config.secrets))
-
-
-def lock_free(path: Path) -> bool:
-    """No daemon holds this database's lock (so none is running, whatever the rows say)."""
-    from beaconlite.lock import daemon_alive
-
-    return path.exists() and not daemon_alive(path)
 
 
 def emit(value, as_json: bool, text: str) -> None:
@@ -163,7 +102,7 @@ def cli():
 @cli.command("check-config")
 @global_options
 @click.option(
-    "--from", "from_", metavar="TIME", help='List fire times after this (default now), e.g. "2026-03-08".'
+    "--from", "from_", metavar="TIME", help='Fire times after this (default now), e.g. "2026-03-08".'
 )
 @click.option(
     "--count", type=click.IntRange(1, 1000), default=3, show_default=True, help="Fire times per job."
@@ -173,14 +112,12 @@ def check_config(from_, count, as_json):
     """Validate the config; list each job's next fire times, in its own zone."""
     from datetime import datetime, timezone
 
-    from beaconlite.cron import next_fire_times, parse_schedule, resolve_timezone
-    from beaconlite.kinds import check_targets
+    from beaconlite.cron import next_fire_times, parse_schedule
+    from beaconlite.loader import load_bounded
 
     config = load_config()
-    check_targets(config)
-    after = (
-        time.time() if from_ is None else when_arg(from_, "--from", resolve_timezone(config.daemon.timezone))
-    )
+    load_bounded(config)
+    after = time.time() if from_ is None else when_arg(from_, "--from", people_zone(config))
     start = datetime.fromtimestamp(after, timezone.utc)
     fires = {
         job.name: next_fire_times(parse_schedule(job.schedule), start, job.zone(), count)
@@ -198,16 +135,12 @@ def status(as_json: bool):
     """Daemon state and one line per job."""
     from beaconlite import store
 
-    config, path = open_for_query()
+    config, path, exists = open_for_query()
     now = time.time()
     daemon, state = store.daemon_state(now, lock_free(path))
-    jobs = store.known_jobs(config)
-    overview = store.job_overview([job[0] for job in jobs])
-    published = {s.name: s for s in store.job_states()}
-    # Only a running daemon will fire anything: otherwise there is no next run.
-    fires = {name: s.next_run_at for name, s in published.items()} if state == "running" else {}
-    rows = render.job_rows(jobs, overview, fires)
-    emit(render.status_json(daemon, state, rows), as_json, render.status_text(daemon, state, rows, now))
+    rows = render.job_rows(store.job_overview(config, running=state == "running"))
+    value = render.status_json(daemon, state, rows, path)
+    emit(value, as_json, render.status_text(daemon, state, rows, now, path, exists, people_zone(config)))
 
 
 @cli.command()
@@ -215,17 +148,24 @@ def status(as_json: bool):
 @click.option("--job", help="Only this job.")
 @click.option("--status", "status_", type=click.Choice(statuses.ALL), help="Only this status.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=20, show_default=True)
-@click.option("--since", help='Started (skipped: recorded) within this long, e.g. "1h".')
+@click.option(
+    "--since", help='Started (skipped: recorded) within this long ("1h", "2w") or since a date/time.'
+)
 @json_option
 def runs(job, status_, limit, since, as_json):
     """Run history, newest first."""
     from beaconlite import store
 
-    since_s = duration_arg(since, "--since")
-    open_for_query()
-    cutoff = time.time() - since_s if since_s is not None else None
-    found = store.list_runs(job=job, status=status_, since=cutoff, limit=limit)
-    emit([render.run_json(r, total, ok) for r, total, ok in found], as_json, render.runs_text(found))
+    config, path, exists = open_for_query()
+    zone = people_zone(config)
+    found = store.list_runs(job=job, status=status_, since=since_arg(since, zone), limit=limit)
+    if not exists:
+        text = f"no database yet at {path}"
+    elif not found and job and job not in {name for name, *_ in store.known_jobs(config)}:
+        text = f"no runs: no job named {job!r} in the config or the history"
+    else:
+        text = render.runs_text(found, zone)
+    emit([render.run_json(r, total, ok) for r, total, ok in found], as_json, text)
 
 
 @cli.command()
@@ -233,16 +173,16 @@ def runs(job, status_, limit, since, as_json):
 @click.argument("run_id", type=int)
 @json_option
 def show(run_id, as_json):
-    """One run with its steps, error, output tail and summary."""
+    """One run with its steps, error, output tail (a Python run's log) and summary."""
     from beaconlite import store
 
-    open_for_query()
+    config, path, exists = open_for_query()
     found = store.get_run(run_id)
     if found is None:
-        raise Refused(f"no run with id {run_id}")
+        raise Refused(f"no run with id {run_id}" + ("" if exists else f" (no database yet at {path})"))
     run, steps = found
     detail = render.run_detail_json(run, steps)
-    emit(detail, as_json, render.show_text(run, detail))
+    emit(detail, as_json, render.show_text(run, detail, people_zone(config)))
     return exit_by_status(run.status) if run.status != statuses.RUNNING else ExitStatus.OK
 
 
@@ -280,7 +220,7 @@ def run_command(job_name, as_json):
     from beaconlite.foreground import run_in_foreground
 
     config = load_config()
-    job = config_job(config, job_name)
+    job = job_named(config, job_name)
     setup_logging(config)
     run_id, status = run_in_foreground(config, job)
     run, steps = store.get_run(run_id)
@@ -297,11 +237,9 @@ def daemon():
     """Run the scheduler in the foreground (service managers run this)."""
     from beaconlite.config import refuse_open_config
     from beaconlite.daemon import Daemon
-    from beaconlite.kinds import check_targets
 
     config = load_config()
     refuse_open_config(config.path)
-    check_targets(config)
     setup_logging(config)
     return Daemon(config).run()
 
@@ -319,7 +257,7 @@ def trigger(job_name, wait, timeout, as_json):
     limit = duration_arg(timeout, "--timeout")
     config = load_config(required=False)
     if config is not None:
-        config_job(config, job_name)
+        job_named(config, job_name)
     client.require_daemon(database_path(config))
     answer = client.ask_daemon("trigger", job=job_name)
     if answer.answer == "queued":
@@ -329,9 +267,13 @@ def trigger(job_name, wait, timeout, as_json):
             f"{job_name}: a run is live; this one is queued and starts when it ends",
         )
         return ExitStatus.OK
-    if answer.answer == "refused":
-        raise Refused(f"{job_name} did not start: {answer.error}")
     run_id = answer.result_run_id
+    if answer.answer == "refused":
+        found = store.get_run(run_id) if run_id else None  # the skipped row that says why
+        if found is None or not as_json:
+            raise Refused(f"{job_name} did not start: {answer.error}")
+        emit(render.run_detail_json(*found), as_json, "")
+        return ExitStatus.NEGATIVE
     if not wait:
         emit({"job": job_name, "run_id": run_id}, as_json, f"run {run_id} ({job_name}) started")
         return ExitStatus.OK
@@ -354,7 +296,38 @@ def cancel(run_id):
 
     status = client.cancel(database_path(load_config(required=False)), run_id)
     click.echo(f"run {run_id} {status}")
-    return ExitStatus.OK if status == "cancelled" else ExitStatus.NEGATIVE
+    return ExitStatus.OK if status == statuses.CANCELLED else ExitStatus.NEGATIVE
+
+
+@cli.command()
+@global_options
+@click.argument("job_name", metavar="JOB")
+def pause(job_name):
+    """Stop firing JOB (kept across restarts); its live run goes on, manual runs still work."""
+    from beaconlite import client
+
+    config = load_config(required=False)
+    click.echo(client.pause(database_path(config), job_name, config, people_zone(config)))
+
+
+@cli.command()
+@global_options
+@click.argument("job_name", metavar="JOB")
+def resume(job_name):
+    """Fire JOB again from its next slot (the slots it missed while paused are owed nothing)."""
+    from beaconlite import client
+
+    config = load_config(required=False)
+    click.echo(client.resume(database_path(config), job_name, config))
+
+
+@cli.command()
+@global_options
+def reload():
+    """Ask the running daemon to re-read its config and job code; print what changed."""
+    from beaconlite import client
+
+    click.echo(client.reload(database_path(load_config(required=False))))
 
 
 @cli.command()
@@ -379,17 +352,12 @@ def reap(dry_run, older_than, batch_size, as_json):
         now, socket.gethostname(), daemon_lock_free=not daemon_alive(path), older_than=age
     )
     done = orphans if dry_run else reaper.reap(orphans, now, batch_size)
-    emit(render.reap_json(dry_run, done), as_json, render.reap_text(dry_run, done))
+    emit(render.reap_json(dry_run, done), as_json, render.reap_text(dry_run, done, people_zone(config)))
 
 
 @cli.command()
 @global_options
-@click.option(
-    "--prometheus",
-    "as_prometheus",
-    is_flag=True,
-    help="Metrics in the Prometheus text format (always exits 0).",
-)
+@click.option("--prometheus", "as_prometheus", is_flag=True, help="Prometheus text format (always exits 0).")
 @json_option
 def health(as_prometheus, as_json):
     """The health verdict and metrics; exit 0 healthy, 1 not."""
@@ -436,7 +404,10 @@ def service_print(launchd, user):
     from beaconlite import service as svc
 
     config = load_config()
-    click.echo(svc.launchd_plist(config, user) if launchd else svc.systemd_unit(config, user), nl=False)
+    text = svc.launchd_plist(config, user) if launchd else svc.systemd_unit(config, user)
+    for warning in svc.warnings(config, launchd, user):
+        click.echo(f"beaconlite: warning: {warning}", err=True)
+    click.echo(text, nl=False)
 
 
 @service.command("install")
@@ -448,8 +419,10 @@ def service_install(launchd, user, force):
     from beaconlite import service as svc
 
     config = load_config()
-    path, then = svc.install(config, launchd, user, force)
-    click.echo(f"wrote {path}\nnext: {then}")
+    lines, warnings = svc.install(config, launchd, user, force)
+    for warning in warnings:
+        click.echo(f"beaconlite: warning: {warning}", err=True)
+    click.echo("\n".join(lines))
 
 
 # -- the entry point ----------------------------------------------------------------------

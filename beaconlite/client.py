@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from beaconlite import reaper, store, timing
-from beaconlite.errors import Refused
+from beaconlite.errors import Refused, StoreError
 from beaconlite.lock import daemon_alive
 from beaconlite.statuses import RUNNING
 
@@ -27,8 +27,9 @@ def poll(predicate, timeout: float, interval: float | None = None):
         time.sleep(timing.CLI_POLL if interval is None else interval)
 
 
-def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
-    """Write a request for the daemon and wait for its answer (it ticks every second)."""
+def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None, answer_within: float = 0.0):
+    """Write a request for the daemon and wait for its answer (it ticks every second);
+    ``answer_within``: how much longer than a take the answer may need (a reload)."""
     request = store.add_request(kind, time.time(), job=job, run_id=run_id)
 
     def answered():
@@ -40,10 +41,11 @@ def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None):
         if store.withdraw_request(request):
             raise Refused(f"the daemon did not take the request within {timing.REQUEST_TAKE_WAIT:g} s")
         answer = poll(answered, timing.REQUEST_TAKE_WAIT)  # taken just now: its answer is on the way
+    if not answer and answer_within:
+        answer = poll(answered, answer_within)
     if not answer:
-        raise Refused(
-            f"the daemon took the request but did not answer within {2 * timing.REQUEST_TAKE_WAIT:g} s"
-        )
+        waited = 2 * timing.REQUEST_TAKE_WAIT + answer_within
+        raise Refused(f"the daemon took the request but did not answer within {waited:g} s")
     return answer
 
 
@@ -84,3 +86,51 @@ def cancel(path: Path, run_id: int) -> str:
     else:
         raise Refused(f"run {run_id} belongs to a process on {owner.host if owner else '?'}")
     return wait_for_end(run_id, timing.CANCEL_WAIT)
+
+
+# -- pause, resume, reload -------------------------------------------------------------------
+
+
+def _known_job(path: Path, name: str, config) -> None:
+    if config is not None:
+        if config.job(name) is None:
+            known = ", ".join(j.name for j in config.jobs) or "none"
+            raise Refused(f"no job named {name!r} in {config.path} (jobs: {known})")
+    elif name not in {s.name for s in store.job_states()}:
+        raise Refused(f"no job named {name!r} among the jobs the daemon on {path} published")
+
+
+def _open_existing(path: Path) -> None:
+    if not store.open_for_changes(path):
+        raise StoreError(f"no database yet at {path} (the daemon creates it at its first start)")
+
+
+def pause(path: Path, name: str, config, tz) -> str:
+    """Pause a job, with or without a daemon: no run of it starts once this has returned."""
+    from beaconlite.invocation import user_at_host
+    from beaconlite.render import local
+
+    _open_existing(path)
+    _known_job(path, name, config)
+    paused = store.pause_job(name, time.time(), user_at_host())
+    if paused is None:
+        current = store.paused_jobs()[name]
+        return f"{name} was already paused (since {local(current.paused_at, tz)} by {current.paused_by})"
+    return f"paused {name}: no slot of it fires until `beaconlite resume {name}`"
+
+
+def resume(path: Path, name: str, config) -> str:
+    _open_existing(path)
+    _known_job(path, name, config)
+    if not store.resume_job(name, time.time()):
+        return f"{name} was not paused"
+    return f"resumed {name}: its next slot fires (the slots it missed while paused are not caught up)"
+
+
+def reload(path: Path) -> str:
+    """Ask the running daemon to reload; what changed, or Refused with why not."""
+    require_daemon(path)
+    answer = ask_daemon("reload", answer_within=timing.IMPORT_TIMEOUT + 2 * timing.TICK)
+    if answer.answer == "refused":
+        raise Refused(f"reload refused, the daemon keeps its config: {answer.error}")
+    return f"reloaded: {answer.detail}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 import re
 import stat
@@ -252,6 +254,9 @@ class JobSpec:
     warning_exit_codes: tuple[int, ...] = key((), _list_of(_int_in(0, 255)), kind="command")
     checks: tuple[Check, ...] = key((), _same, kind="checks")
     http: HttpSettings = key(parse=_table, factory=HttpSettings)
+    # Its table and the [daemon] / [http] defaults as written (${VAR} unexpanded), hashed:
+    # whether a running daemon has this job as the config file now says.
+    digest: str = field(default="", compare=False)
 
     def zone(self):
         """The tzinfo of this job's cron schedule."""
@@ -378,6 +383,9 @@ class _Loader:
                 close = difflib.get_close_matches(key, TOP_KEYS, n=1, cutoff=0.6)
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
                 self.fail("top level", f'unknown section "{key}"{hint}')
+        self.defaults_as_written = json.dumps(
+            [data.get("daemon"), data.get("http")], sort_keys=True, default=str
+        )
         daemon = self.section(data.get("daemon", {}), DAEMON, "[daemon]")
         base = self.path.parent
         daemon["database"] = (
@@ -446,7 +454,8 @@ class _Loader:
             if not isinstance(raw_checks, list) or not raw_checks:
                 self.fail(where, 'key "checks": expected one or more [[jobs.checks]] tables')
             spec["checks"] = tuple(self.check(c, f"{where} checks[{i}]") for i, c in enumerate(raw_checks))
-        return JobSpec(kind=kind, **spec)
+        written = self.defaults_as_written + json.dumps(raw, sort_keys=True, default=str)
+        return JobSpec(kind=kind, digest=hashlib.sha256(written.encode()).hexdigest()[:16], **spec)
 
     def command(self, value, shell: bool, where: str):
         if shell:
@@ -480,6 +489,22 @@ class _Loader:
             netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
             spec["name"] = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
         return Check(**spec)
+
+
+def database_of(path: Path) -> Path:
+    """The `[daemon] database` of a config that fails validation but is valid TOML, so a
+    query can still read the history (ConfigError when even that cannot be read)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    loader = _Loader(path, os.environ, env_required=False)
+    daemon = data.get("daemon") if isinstance(data.get("daemon"), dict) else {}
+    try:
+        value = _plain(loader.interpolate(daemon.get("database", ""), "[daemon].database", secret=False))
+    except ValueError as e:
+        raise ConfigError(f'{path}: [daemon]: key "database": {e}') from None
+    return (path.parent / value).absolute() if value else default_database()
 
 
 def refuse_open_config(path: Path) -> None:

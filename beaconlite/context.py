@@ -7,7 +7,7 @@ The runner implements RunControl; nothing here calls the runner itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +20,7 @@ from beaconlite.verdict import Findings, StepRecord, bounded, describe_exception
 if TYPE_CHECKING:
     import subprocess
 
+    from beaconlite.capture import RunOutput
     from beaconlite.config import JobSpec
     from beaconlite.http import RunSession
     from beaconlite.redaction import Redactor
@@ -42,9 +43,10 @@ class RunControl(Protocol):
     job: JobSpec
     scheduled_at: float
     deadline_at: float
-    import_paths: list[str]  # where its `run` target is imported from
+    target: Callable | None  # a Python run's function, as loaded when the run started
     findings: Findings
     redactor: Redactor  # the one redaction pass, with this run's secrets (header values too)
+    captured: RunOutput  # what a Python run writes: ctx.log, and its thread's print() and logging
 
     @property
     def label(self) -> str:
@@ -72,6 +74,9 @@ class RunControl(Protocol):
     def ended_elsewhere(self, status: str | None) -> None:
         """A write found the run's end recorded by someone else: stop working on it."""
 
+    def waiting_for(self) -> str | None:
+        """What the run is waiting on now, for a step's error: a request, a command."""
+
 
 class RunLog(logging.LoggerAdapter):
     """``ctx.log``: a logger whose lines carry the run's job and id, and are redacted with
@@ -82,13 +87,17 @@ class RunLog(logging.LoggerAdapter):
         self._run = run
 
     def log(self, level, msg, *args, **kwargs):
+        if level < logging.INFO and not self.isEnabledFor(level):
+            return
+        text = _text(msg)
+        if args:
+            try:
+                text = text % args
+            except (TypeError, ValueError):  # as logging does: the line still gets out
+                text = f"{text} {' '.join(_text(a) for a in args)}"
+        if level >= logging.INFO:  # kept with the run (redacted with the rest of its output)
+            self._run.captured.line(f"{logging.getLevelName(level)} {text}")
         if self.isEnabledFor(level):
-            text = _text(msg)
-            if args:
-                try:
-                    text = text % args
-                except (TypeError, ValueError):  # as logging does: the line still gets out
-                    text = f"{text} {' '.join(_text(a) for a in args)}"
             kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}
             self.logger.log(level, "%s", self._run.redactor(text), **kwargs)
 
@@ -157,8 +166,15 @@ class RunContext:
         self._step = record
         try:
             yield record
-        except RunAborted:
-            # Not suppressed; the run's compare-and-set ends this step with the run's status.
+        except RunAborted as abort:
+            # Not suppressed: the step in flight ends with the run's status, and says what
+            # it was waiting for (written with the run's end).
+            waiting = self._run.waiting_for()
+            record.status = abort.status
+            record.error = self._run.redactor.line(
+                abort.reason + (f" while waiting for {waiting}" if waiting else "")
+            )
+            record.finished_at = clock.wall()
             raise
         except Exception as e:
             # An exception caused by the abort (a socket shut down under a body read) is

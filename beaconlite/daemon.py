@@ -16,13 +16,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from beaconlite import __version__, clock, journal, reaper, sdnotify, store, timing
-from beaconlite.config import Config, load_config
-from beaconlite.errors import BeaconError, WriteFailed
+from beaconlite import __version__, clock, journal, loader, logs, reaper, sdnotify, store, timing
+from beaconlite.config import Config
+from beaconlite.errors import WriteFailed
 from beaconlite.inbox import Inbox
-from beaconlite.kinds import check_targets
+from beaconlite.loader import Code
 from beaconlite.lock import DaemonLock
 from beaconlite.notify import Notifier
+from beaconlite.redaction import Redactor
+from beaconlite.reloading import Reloading, compare
 from beaconlite.render import iso
 from beaconlite.runner import RunEnd, Runner
 from beaconlite.scheduler import Scheduler
@@ -31,7 +33,9 @@ from beaconlite.slots import Slots
 log = logging.getLogger(__name__)
 
 DUTIES = (
+    "reload",
     "requests",
+    "pauses",
     "deadlines",
     "pending_ends",
     "retries",
@@ -63,7 +67,9 @@ class Daemon:
         self.exit_code = 0
         self._wake = threading.Event()
         self._stop = False
-        self._reload = False
+        self._reload_wanted = False
+        self._reload_requests: list[int] = []  # `beaconlite reload` requests to answer
+        self._reloading: Reloading | None = None
         self.instance: int | None = None
         self.runner: Runner | None = None
         self.slots: Slots | None = None
@@ -94,6 +100,7 @@ class Daemon:
 
     def start(self, handle_signals: bool = True) -> None:
         settings = self.config.daemon
+        self.code = loader.load_bounded(self.config)  # ConfigError (exit 2) before anything else
         store.ensure_directory(settings.database.parent, settings.group_access)
         self.lock.acquire()  # LockHeld: another daemon serves this database
         for path, old, new in store.tighten_modes(settings.database, settings.group_access):
@@ -110,9 +117,9 @@ class Daemon:
         )
         self.notifier = Notifier(self.config)
         gate = threading.Lock()
-        self.runner = Runner(self.config, self.instance, on_end=self._on_end, gate=gate)
-        self.slots = Slots(self.config, self.runner, on_skip=self.notifier.run_ended)
-        self.inbox = Inbox(self.slots, self.runner, self.host)
+        self.runner = Runner(self.config, self.code, self.instance, on_end=self._on_end, gate=gate)
+        self.slots = Slots(self.config, self.runner, notify=self.notifier.run_ended)
+        self.inbox = Inbox(self.slots, self.runner, self.host, self.request_reload)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
         self.scheduler = Scheduler(self._on_fire, gate)
         self.scheduler.sync(self.config.jobs)
@@ -138,8 +145,11 @@ class Daemon:
         self._stop = True
         self._wake.set()
 
-    def request_reload(self) -> None:
-        self._reload = True
+    def request_reload(self, request_id: int | None = None) -> None:
+        """Reload at the next tick (a signal handler calls this: it only sets flags)."""
+        if request_id is not None:
+            self._reload_requests.append(request_id)
+        self._reload_wanted = True
         self._wake.set()
 
     def _install_signals(self) -> None:
@@ -159,9 +169,6 @@ class Daemon:
             self._wake.clear()
             if self._stop:
                 break
-            if self._reload:
-                self._reload = False
-                self.reload()
             self.tick(clock.Clocks.read())
 
     def tick(self, clocks: clock.Clocks) -> None:
@@ -209,6 +216,15 @@ class Daemon:
     def _requests(self, tick: Tick) -> None:
         """Requests from the CLI: trigger, cancel."""
         self.inbox.take(tick.now, self._own())
+
+    def _pauses(self, tick: Tick) -> None:
+        """A job paused since the last look: its held fire and pending retry are dropped."""
+        waiting = self.slots.waiting_jobs()
+        if waiting:
+            paused = waiting & set(store.paused_jobs())
+            if paused:
+                self.slots.drop_waiting(paused, "paused", tick.now)
+        self.slots.drop_refused(tick.now)
 
     def _deadlines(self, tick: Tick) -> None:
         """Runs overdue by elapsed time (the Timer misses time asleep); runs past their grace."""
@@ -295,6 +311,7 @@ class Daemon:
                 "enabled": int(j.enabled),
                 "next_run_at": nxt.get(j.name),
                 "timezone": j.timezone,
+                "spec": j.digest,
             }
             for j in self.config.jobs
         ]
@@ -325,8 +342,8 @@ class Daemon:
             log.exception("fire of %s failed", job_name)
 
     def _on_end(self, end: RunEnd) -> None:
-        self.slots.on_end(end)
-        self.notifier.run_ended(end.job, end.run_id, end.status)
+        if not self.slots.on_end(end):  # a run that will be retried is not an outcome yet
+            self.notifier.run_ended(end.job, end.run_id, end.status, end.attempt)
 
     def _own(self) -> reaper.Own:
         serving = {r.run_id for r in self.runner.live_runs() + self.runner.pending_ends()}
@@ -358,24 +375,44 @@ class Daemon:
 
     # -- reload and stop ------------------------------------------------------------------
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the config; a bad one is logged and the old one kept."""
-        try:
-            config = load_config(self.config.path)
-            check_targets(config)
-        except BeaconError as e:
-            log.error("reload refused, keeping the running config: %s", e, extra={"event": "daemon.reload"})
+    def _reload(self, tick: Tick) -> None:
+        """A reload asked for (SIGHUP, `beaconlite reload`): started off the tick, applied
+        here once it is read, whole, or refused whole."""
+        if self._reloading is None and self._reload_wanted:
+            self._reload_wanted, requests, self._reload_requests = False, self._reload_requests, []
+            self._reloading = Reloading(self.config.path, self.code, requests)
+        if self._reloading is None:
             return
+        outcome = self._reloading.outcome()
+        if outcome is None:
+            return  # still reading: the tick goes on
+        requests, self._reloading = self._reloading.requests, None
+        if isinstance(outcome, str):
+            log.error(
+                "reload refused, keeping the running config: %s", outcome, extra={"event": "daemon.reload"}
+            )
+            for request in requests:
+                store.answer_request(request, refused=outcome)
+            return
+        detail = self._apply_reload(*outcome, tick.now)
+        for request in requests:
+            store.answer_request(request, detail=detail)
+
+    def _apply_reload(self, config: Config, code: Code, now: float) -> str:
+        change = compare(self.config, config, self.code, code)
         if config.daemon.database != self.config.daemon.database:
             log.warning("reload: a new database path takes effect at the next start")
-        self.config = config
-        self.runner.config = config
+        self.config, self.code = config, code
+        self.runner.config, self.runner.code = config, code
         self.slots.reconfigure(config)
         self.notifier.config = config
         self.scheduler.sync(config.jobs)
-        with store.patience(timing.TICK_WRITE_WAIT):
-            self._perform("publish", Tick(clock.Clocks.read(), None))
-        log.info("config reloaded: %d job(s)", len(config.jobs), extra={"event": "daemon.reload"})
+        logs.setup(config.daemon.log_level, config.daemon.log_format, Redactor(config.secrets))
+        self.slots.drop_waiting(set(change.removed), "the job was removed by a reload", now)
+        self._perform("publish", Tick(clock.Clocks.read(), None))
+        summary = change.summary()
+        log.info("reloaded: %s", summary, extra={"event": "daemon.reload"})
+        return summary
 
     def _shutdown(self) -> None:
         """Stop firing, end every run, write what can be written within a bound, and keep
@@ -450,6 +487,7 @@ class Daemon:
                         "enabled": int(j.enabled),
                         "next_run_at": None,
                         "timezone": j.timezone,
+                        "spec": j.digest,
                     }
                     for j in self.config.jobs
                 ]

@@ -52,6 +52,10 @@ class RunEnded(BeaconError):
         super().__init__(f"run {run_id} was already recorded as {status or 'gone'}")
 
 
+class Paused(BeaconError):
+    """The job is paused: a scheduled fire is refused by the write that would record it."""
+
+
 class SlotTaken(BeaconError):
     """(job, scheduled_at, attempt) already has a run: a slot starts at most once."""
 

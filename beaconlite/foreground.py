@@ -11,10 +11,9 @@ import signal
 import socket
 import threading
 
-from beaconlite import __version__, clock, store, timing
+from beaconlite import __version__, clock, loader, store, timing
 from beaconlite.config import Config, JobSpec
-from beaconlite.errors import ConfigError, RunCancelled, WriteFailed
-from beaconlite.kinds import import_paths, resolve_target
+from beaconlite.errors import RunCancelled, WriteFailed
 from beaconlite.lock import DaemonLock
 from beaconlite.runner import Runner
 
@@ -35,16 +34,12 @@ def open_store(config: Config) -> None:
 
 def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
     """Run ``job`` now, here; return (run id, final status). Ctrl-C / SIGTERM cancel it."""
-    if job.kind == "python":
-        try:
-            resolve_target(job.run, import_paths(config))
-        except ValueError as e:
-            raise ConfigError(f'{config.path}: job "{job.name}": key "run": {e}') from None
+    code = loader.load_bounded(config, only=job.name)  # ConfigError: it cannot be imported
     open_store(config)
     instance = store.register_instance(
         "foreground", os.getpid(), socket.gethostname(), __version__, config.daemon.orphan_after, clock.wall()
     )
-    runner = Runner(config, instance)
+    runner = Runner(config, code, instance)
     stop_beats = threading.Event()
     live = runner.start(job, "manual", clock.wall())
 

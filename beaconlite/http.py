@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import weakref
@@ -103,6 +104,21 @@ class _TrackingAdapter(HTTPAdapter):
         return manager
 
 
+def describe(e: BaseException) -> str | None:
+    """One line for a connection error or a timeout: the request, and the innermost cause
+    (not "HTTPConnectionPool(...): Max retries exceeded ... (Caused by <... object at 0x..>")."""
+    if not isinstance(e, (requests.ConnectionError, requests.Timeout)):
+        return None
+    request = getattr(e, "request", None)
+    where = f" {request.method} {request.url}" if request is not None else ""
+    cause = e.args[0] if e.args else e
+    while getattr(cause, "reason", None) is not None and cause.reason is not cause:
+        cause = cause.reason
+    text = re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*", "", str(cause))
+    text = re.sub(r"^\w*Connection(Pool)?\([^)]*\):\s*", "", text)  # urllib3's own classes
+    return f"{type(e).__name__}:{where}: {text}"
+
+
 class RunSession(requests.Session):
     """A requests.Session bound to one run's deadline and abort.
 
@@ -120,6 +136,7 @@ class RunSession(requests.Session):
         super().__init__()
         self.settings = settings
         self.registry = ConnectionRegistry()
+        self.current: str | None = None  # the latest request ("GET https://..."), for a step's error
         self._checkpoint = checkpoint
         self._remaining = remaining
         self._on_headers = on_headers
@@ -133,6 +150,7 @@ class RunSession(requests.Session):
         if kwargs.get("headers"):
             self._on_headers([str(v) for v in kwargs["headers"].values()])
         kwargs["timeout"] = self._timeout(timeout)
+        self.current = f"{str(method).upper()} {str(url).partition('?')[0]}"
         _current.registry = self.registry
         try:
             return super().request(method, url, *args, **kwargs)

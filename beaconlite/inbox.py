@@ -3,6 +3,8 @@ in the same row (done, queued, or refused with the reason)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from beaconlite import reaper, store
 from beaconlite.errors import RunCancelled
 from beaconlite.runner import Runner
@@ -11,10 +13,11 @@ from beaconlite.statuses import RUNNING
 
 
 class Inbox:
-    def __init__(self, slots: Slots, runner: Runner, host: str):
+    def __init__(self, slots: Slots, runner: Runner, host: str, reload: Callable[[int], None]):
         self.slots = slots
         self.runner = runner
         self.host = host
+        self.reload = reload  # a reload request is answered once the reload is read
 
     def take(self, now: float, own: reaper.Own) -> None:
         """Answer every open request."""
@@ -28,6 +31,8 @@ class Inbox:
                 store.answer_request(
                     request.id, outcome.run_id, queued=outcome.queued, refused=outcome.reason
                 )
+            elif request.kind == "reload":
+                self.reload(request.id)
             elif request.kind == "cancel":
                 store.answer_request(
                     request.id, request.run_id, refused=self.cancel(request.run_id, now, own)

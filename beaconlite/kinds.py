@@ -8,18 +8,16 @@ kind, a kind calls the context and the run's narrow control, never the runner it
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from beaconlite import process
-from beaconlite.config import Check, Config, JobSpec
-from beaconlite.errors import ConfigError, StepFailed
+from beaconlite.config import Check, JobSpec
+from beaconlite.errors import StepFailed
 from beaconlite.statuses import SKIPPED
 from beaconlite.verdict import StepRecord
 
@@ -30,44 +28,8 @@ if TYPE_CHECKING:
 # -- Python integrity runs ------------------------------------------------------------------
 
 
-def import_paths(config: Config) -> list[str]:
-    """Where `run` targets are imported from: the config's directory first."""
-    paths = [str(config.path.parent.absolute())] if config.path else []
-    return paths + list(config.daemon.python_path)
-
-
-def resolve_target(target: str, paths: list[str]) -> Callable:
-    """Import "module.path:function" by module path (no eval); ValueError on failure."""
-    for p in reversed(paths):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    module_name, _, attr = target.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-    except (Exception, SystemExit) as e:
-        raise ValueError(f"cannot import {module_name!r}: {type(e).__name__}: {e}") from None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise ValueError(f"{module_name!r} has no {attr!r}")
-    if not callable(obj):
-        raise ValueError(f"{target!r} is not callable")
-    return obj
-
-
-def check_targets(config: Config) -> None:
-    """Import every `run` target now, so a typo fails at start, not at 3 a.m."""
-    paths = import_paths(config)
-    for job in config.jobs:
-        if job.kind == "python":
-            try:
-                resolve_target(job.run, paths)
-            except ValueError as e:
-                raise ConfigError(f'{config.path}: job "{job.name}": key "run": {e}') from None
-
-
 def run_python(run: RunControl, ctx: RunContext) -> Any:
-    return resolve_target(run.job.run, run.import_paths)(ctx)
+    return run.target(ctx)
 
 
 # -- commands -----------------------------------------------------------------------------

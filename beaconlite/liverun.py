@@ -15,7 +15,8 @@ import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from beaconlite import clock, kinds, process, store, timing
+from beaconlite import clock, process, store, timing
+from beaconlite.capture import RunOutput
 from beaconlite.config import Config, JobSpec
 from beaconlite.durations import format_duration
 from beaconlite.errors import RunAborted, RunTimeout
@@ -35,8 +36,8 @@ class LiveRun:
     """
 
     def __init__(self, config: Config, run_id: int, job: JobSpec, trigger: str, scheduled_at: float,
-                 attempt: int, started_at: float, give_up: Callable[[LiveRun], None],
-                 disown: Callable[[int, str | None], None]):  # fmt: skip
+                 attempt: int, started_at: float, target: Callable | None,
+                 give_up: Callable[[LiveRun], None], disown: Callable[[int, str | None], None]):  # fmt: skip
         self.run_id = run_id
         self.job = job
         self.trigger = trigger
@@ -47,7 +48,7 @@ class LiveRun:
         self.started_elapsed = clock.elapsed()
         self.started_monotonic = clock.monotonic()
         self.deadline_elapsed = self.started_elapsed + job.timeout
-        self.import_paths = kinds.import_paths(config)  # the config it started under
+        self.target = target  # a Python run's function: a reload never changes it under us
         self.redactor = Redactor(config.secrets)
         self.abort_grace = config.daemon.abort_grace
         self._give_up = give_up
@@ -58,7 +59,8 @@ class LiveRun:
         self.disowned: str | None = None  # the status someone else recorded for it
         self.verdict: Verdict | None = None  # decided (recorded, or pending)
         self.ended = threading.Event()  # the row is terminal (or lost to someone else)
-        self.output: str | None = None
+        self.output: str | None = None  # a command's output tail, redacted
+        self.captured = RunOutput()  # a Python run's ctx.log, print() and logging
         self.findings = Findings()
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -74,6 +76,15 @@ class LiveRun:
 
     def remaining(self) -> float:
         return self.deadline_elapsed - clock.elapsed()
+
+    def waiting_for(self) -> str | None:
+        with self._lock:
+            session, proc = self._session, self._process
+        if session is not None and session.current:
+            return session.current
+        if proc is not None:
+            return f"the command (pid {proc.pid})"
+        return None
 
     def ended_elsewhere(self, status: str | None) -> None:
         self._disown(self.run_id, status)

@@ -45,8 +45,10 @@ class Notifier:
         self._lock = threading.Lock()
         self._queues: dict[NotifySpec, queue.Queue] = {}
 
-    def run_ended(self, job: str, run_id: int, status: str) -> None:
-        """Queue the notifications this run calls for (called on the run's own thread)."""
+    def run_ended(self, job: str, run_id: int, status: str, attempts: int = 1) -> None:
+        """Queue the notifications this outcome calls for (called on the run's own thread).
+        An outcome, not an attempt: a run that will be retried is never reported here; the
+        last attempt is, once, with how many attempts it took."""
         specs = self.config.notify
         if not specs:
             return
@@ -54,7 +56,7 @@ class Notifier:
             for spec in specs:
                 if wanted(spec, job, event):
                     try:
-                        self._queue_for(spec).put_nowait((run_id, event))
+                        self._queue_for(spec).put_nowait((run_id, event, attempts))
                     except queue.Full:
                         log.error(
                             "notification queue full: dropped %s of run %d",
@@ -74,18 +76,18 @@ class Notifier:
 
     def _work(self, spec: NotifySpec, jobs: queue.Queue) -> None:
         while True:
-            run_id, event = jobs.get()
+            run_id, event, attempts = jobs.get()
             try:
-                self._deliver(spec, run_id, event)
+                self._deliver(spec, run_id, event, attempts)
             except Exception:  # a loop boundary: one bad delivery must not stop the next
                 log.exception("notification of run %d failed", run_id)
 
-    def _deliver(self, spec: NotifySpec, run_id: int, event: str) -> None:
+    def _deliver(self, spec: NotifySpec, run_id: int, event: str, attempts: int) -> None:
         found = store.get_run(run_id)
         if found is None:
             return
         redact = Redactor(self.config.secrets)
-        payload = redact.tree({**render.run_detail_json(*found), "event": event})
+        payload = redact.tree({**render.run_detail_json(*found), "event": event, "attempts": attempts})
         body = json.dumps(payload).encode()
         target = spec.url or " ".join(spec.command)
         delay = timing.NOTIFY_BACKOFF

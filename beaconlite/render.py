@@ -68,7 +68,7 @@ def step_json(step) -> dict:
         "status": step.status,
         "started_at": iso(step.started_at),
         "finished_at": iso(step.finished_at),
-        "duration_s": duration,
+        "duration_s": round(duration, 3) if duration is not None else None,
         "error": step.error,
     }
 
@@ -82,22 +82,7 @@ def run_detail_json(run, steps: list) -> dict:
     return out
 
 
-def job_rows(jobs: list[tuple], overview: dict[str, dict], fires: dict[str, float | None]) -> list[dict]:
-    """One row per job for `status`: its schedule, next fire and what its history says."""
-    return [
-        {
-            "name": name,
-            "schedule": schedule,
-            "enabled": enabled,
-            "timezone": zone,
-            "next_run_at": fires.get(name) if enabled else None,
-            **overview[name],
-        }
-        for name, schedule, enabled, zone in jobs
-    ]
-
-
-def status_json(daemon, state: str, rows: list[dict]) -> dict:
+def status_json(daemon, state: str, rows: list[dict], database) -> dict:
     return {
         "daemon": {
             "state": state,
@@ -106,9 +91,15 @@ def status_json(daemon, state: str, rows: list[dict]) -> dict:
             "version": daemon.version if daemon else None,
             "started_at": iso(daemon.started_at) if daemon else None,
             "heartbeat_at": iso(daemon.heartbeat_at) if daemon else None,
+            "database": str(database),
         },
         "jobs": [
-            {**j, "next_run_at": iso(j["next_run_at"]), "last_finished_at": iso(j["last_finished_at"])}
+            {
+                **j,
+                "next_run_at": iso(j["next_run_at"]),
+                "last_finished_at": iso(j["last_finished_at"]),
+                "paused_at": iso(j["paused_at"]),
+            }
             for j in rows
         ],
     }
@@ -146,39 +137,49 @@ def cell(text: str | None, width: int = 60) -> str:
 # -- text for people ----------------------------------------------------------------------
 
 
-def status_text(daemon, state: str, jobs: list[dict], now: float) -> str:
+def status_text(daemon, state: str, jobs: list[dict], now: float, database, exists: bool, tz=None) -> str:
+    lines = [f"database: {database}" if exists else f"no database yet at {database}"]
     if daemon is None:
-        head = "daemon: stopped (never started on this database)"
+        lines.append("daemon: stopped (never started on this database)")
     else:
-        head = (
+        lines.append(
             f"daemon: {state} (pid {daemon.pid} on {daemon.host}, v{daemon.version}, "
-            f"since {local(daemon.started_at)}, heartbeat {ago(now - daemon.heartbeat_at)})"
+            f"since {local(daemon.started_at, tz)}, heartbeat {ago(now - daemon.heartbeat_at)})"
         )
-    rows = [
-        [
-            j["name"] + ("" if j["enabled"] else " (disabled)"),
-            j["schedule"] or "manual",
-            local(j["next_run_at"]),
-            j["last_status"] or "-",
-            str(j["live_runs"]),
-            cell(j["last_skip_reason"], 50),
-        ]
+    rows = []
+    for j in jobs:
+        notes = [n for n, on in (("disabled", not j["enabled"]), ("paused", j["paused"])) if on]
+        if state == "running" and not j["loaded"]:
+            notes.append("not loaded by the daemon")
+        rows.append(
+            [
+                j["name"] + (f" ({', '.join(notes)})" if notes else ""),
+                j["schedule"] or "manual",
+                local(j["next_run_at"], tz),
+                j["last_status"] or "-",
+                str(j["live_runs"]),
+                cell(j["last_skip_reason"], 50),
+            ]
+        )
+    paused = [
+        f"{j['name']} paused since {local(j['paused_at'], tz)} by {j['paused_by']}"
         for j in jobs
+        if j["paused"]
     ]
-    if not rows:
-        return head
-    return head + "\n" + table(["JOB", "SCHEDULE", "NEXT RUN", "LAST", "LIVE", "LAST SKIP"], rows)
+    if rows:
+        lines.append(table(["JOB", "SCHEDULE", "NEXT RUN", "LAST", "LIVE", "LAST SKIP"], rows))
+    return "\n".join(lines + paused)
 
 
-def reap_text(dry_run: bool, orphans: list) -> str:
+def reap_text(dry_run: bool, orphans: list, tz=None) -> str:
     lines = [f"{'would flip' if dry_run else 'flipped'} {len(orphans)} orphaned run(s) to timeout"]
-    lines += [f"  {o.id} {o.job} (started {local(o.started_at)}): {o.reason}" for o in orphans]
+    lines += [f"  {o.id} {o.job} (started {local(o.started_at, tz)}): {o.reason}" for o in orphans]
     return "\n".join(lines)
 
 
 def health_text(healthy: bool, problems: list[str], metrics: dict) -> str:
     lines = ["healthy" if healthy else "unhealthy"] + [f"  problem: {p}" for p in problems]
-    return "\n".join(lines + [f"  {k}: {v}" for k, v in metrics.items()])
+    return "\n".join(lines + [f"  {k}: {'-' if v is None else v}" for k, v in metrics.items()])
 
 
 def check_config_json(config, fires: dict[str, list | None]) -> dict:
@@ -211,14 +212,14 @@ def check_config_text(config, fires: dict[str, list | None]) -> str:
     return head + ("\n" + table(["JOB", "KIND", "SCHEDULE", "TIMEZONE", "NEXT FIRES"], rows) if rows else "")
 
 
-def runs_text(found: list) -> str:
+def runs_text(found: list, tz=None) -> str:
     rows = [
         [
             str(r.id),
             r.job,
             r.status,
             r.trigger,
-            local(r.started_at or r.finished_at),
+            local(r.started_at or r.finished_at, tz),
             format_duration(r.duration_s) if r.duration_s is not None else "-",
             f"{ok}/{total}" if total else "-",
             cell(r.error),
@@ -230,10 +231,10 @@ def runs_text(found: list) -> str:
     return table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "DURATION", "STEPS", "ERROR"], rows)
 
 
-def show_text(run, detail: dict) -> str:
+def show_text(run, detail: dict, tz=None) -> str:
     lines = [f"run {run.id}: {run.job} {run.status} ({run.trigger}, attempt {run.attempt})"]
     for label in ("scheduled", "started", "finished", "deadline"):
-        lines.append(f"  {label + ':':11}{local(getattr(run, label + '_at'))}")
+        lines.append(f"  {label + ':':11}{local(getattr(run, label + '_at'), tz)}")
     if run.duration_s is not None:
         lines.append(f"  {'duration:':11}{format_duration(run.duration_s)}")
     if run.error:
@@ -247,6 +248,7 @@ def show_text(run, detail: dict) -> str:
     if detail["summary"] is not None:
         lines.append(f"  summary:   {cell(dumps(detail['summary']), 200)}")
     if run.output:
-        lines.append("  output (tail):")
-        lines += ["    " + line for line in run.output.rstrip("\n").splitlines()[-40:]]
+        shown = run.output.rstrip("\n").splitlines()[-40:]
+        lines.append("  output (tail):" if len(shown) < len(run.output.splitlines()) else "  output:")
+        lines += ["    " + line for line in shown]
     return "\n".join(lines)

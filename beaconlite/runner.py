@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from beaconlite import clock, kinds, store, timing
+from beaconlite.capture import Capture
 from beaconlite.config import Config, JobSpec
 from beaconlite.context import RunContext
 from beaconlite.durations import format_duration
 from beaconlite.errors import RunAborted, RunCancelled, WriteFailed
 from beaconlite.liverun import CannotStart, LiveRun, deadline_scope
+from beaconlite.loader import Code
 from beaconlite.redaction import one_line
 from beaconlite.statuses import ERROR
 from beaconlite.verdict import Verdict, decide
@@ -57,11 +59,13 @@ class Runner:
     def __init__(
         self,
         config: Config,
+        code: Code,
         instance_id: int | None,
         on_end: Callable[[RunEnd], None] | None = None,
         gate: threading.Lock | None = None,
     ):
         self.config = config
+        self.code = code  # the job code, as loaded for this config (a reload replaces both)
         self.instance_id = instance_id
         self.on_end = on_end
         self.gate = gate
@@ -70,15 +74,19 @@ class Runner:
         self._pending: dict[int, LiveRun] = {}  # ended, but the database refused the record
         self._leaked: list[LiveRun] = []
 
-    def start(self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1) -> LiveRun:
+    def start(
+        self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1, honour_pause: bool = False
+    ) -> LiveRun:
         """Record the run (SlotTaken if its slot already ran; WriteFailed if the database
-        refused), then start its thread. A thread that cannot start ends the run at once."""
+        refused; Paused if ``honour_pause`` and the job is paused), then start its thread.
+        A thread that cannot start ends the run at once."""
         now = clock.wall()
         run_id = store.start_run(
-            job.name, trigger, scheduled_at, attempt, now + job.timeout, self.instance_id, now
+            job.name, trigger, scheduled_at, attempt, now + job.timeout, self.instance_id, now, honour_pause
         )
+        target = self.code.targets.get(job.run) if job.kind == "python" else None
         live = LiveRun(
-            self.config, run_id, job, trigger, scheduled_at, attempt, now, self.give_up, self.disown
+            self.config, run_id, job, trigger, scheduled_at, attempt, now, target, self.give_up, self.disown
         )
         with self._lock:
             self._live[run_id] = live
@@ -167,14 +175,18 @@ class Runner:
     def _work(self, live: LiveRun) -> tuple[Any, BaseException | None]:
         ctx = RunContext(live)
         try:
-            return kinds.execute(live, ctx), None
+            with Capture(live.captured):  # print() and logging of this thread are the run's
+                return kinds.execute(live, ctx), None
         except BaseException as e:  # the job's own code: anything at all becomes data
             return None, e
 
     def _decide(self, live: LiveRun, summary: Any, failure: BaseException | None) -> Verdict:
         live.finish_work()
+        output = live.output
+        if live.job.kind == "python":  # what it wrote, redacted whole before anything is cut
+            output = live.redactor(live.captured.text(), cut_before=live.captured.dropped)
         status, error, summary_text, output = decide(
-            live.job, live.aborted, failure, summary, live.findings, live.output, live.redactor
+            live.job, live.aborted, failure, summary, live.findings, output, live.redactor
         )
         return self._verdict(live, status, error, summary_text, output)
 

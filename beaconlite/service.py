@@ -14,6 +14,7 @@ from beaconlite.config import Config, control_character
 from beaconlite.errors import BeaconError, ConfigError
 
 LABEL = "org.beaconlite.daemon"
+SERVICE_USER = "beaconlite"
 SYSTEM_STATE = Path("/var/lib/beaconlite")
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9/_.,:+@=-]+")  # needs no quotes in a unit file
 STOP_MARGIN = 15  # seconds beyond the daemon's own bound on a stop
@@ -111,8 +112,8 @@ def systemd_unit(config: Config, user: bool) -> str:
         lines += ["NoNewPrivileges=yes", "", "[Install]", "WantedBy=default.target", ""]
         return "\n".join(lines)
     lines += [
-        "User=beaconlite",
-        "Group=beaconlite",
+        f"User={SERVICE_USER}",
+        f"Group={SERVICE_USER}",
         "# /var/lib/beaconlite, 2770 + UMask 0007 + group_access = true: administrators in the",
         "# beaconlite group can run `beaconlite status` against the service's database",
         "StateDirectory=beaconlite",
@@ -182,10 +183,10 @@ def next_step(launchd: bool, user: bool, path: Path) -> str:
     return "systemctl daemon-reload && systemctl enable --now beaconlite"
 
 
-def pin_database(config: Config, database: Path) -> None:
-    """Write `database` into the config file when it does not name one."""
+def pin_database(config: Config, database: Path) -> bool:
+    """Write `database` into the config file when it does not name one; True if it did."""
     if names_database(config):
-        return
+        return False
     text = config.path.read_text()
     # A TOML basic string (JSON's escapes are TOML's); paths hold no control characters.
     line = f"database = {json.dumps(str(database))}  # written by `beaconlite service install`\n"
@@ -195,21 +196,113 @@ def pin_database(config: Config, database: Path) -> None:
     else:
         text = "[daemon]\n" + line + "\n" + text
     config.path.write_text(text)
+    return True
 
 
-def install(config: Config, launchd: bool, user: bool, force: bool) -> tuple[Path, str]:
-    """Write the unit or plist; (its path, the command to run next)."""
+def install(config: Config, launchd: bool, user: bool, force: bool) -> tuple[list[str], list[str]]:
+    """Write the unit or plist; (what was done and what to do next, warnings)."""
     from beaconlite.config import load_config
 
     path = target(launchd, user)
     if path.exists() and not force:
         raise BeaconError(f"{path} exists; use --force to overwrite it")
-    pin_database(config, service_database(config, launchd, user))
-    config = load_config(config.path)
+    database = service_database(config, launchd, user)
+    done = []
+    if pin_database(config, database):
+        done.append(f"wrote database = {database} into {config.path} (a service's state directory differs)")
+        config = load_config(config.path)
     text = launchd_plist(config, user) if launchd else systemd_unit(config, user)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     except OSError as e:
         raise BeaconError(f"cannot write {path}: {e.strerror} (run as root, or use --user)") from None
-    return path, next_step(launchd, user, path)
+    return done + [f"wrote {path}", f"next: {next_step(launchd, user, path)}"], warnings(
+        config, launchd, user
+    )
+
+
+# -- what would keep a rendered unit from working ----------------------------------------------
+
+HIDDEN = {"PrivateTmp=yes": ("/tmp", "/var/tmp"), "ProtectHome=yes": ("/home", "/root", "/run/user")}
+
+
+def warnings(config: Config, launchd: bool, user: bool) -> list[str]:
+    """One line per reason the rendered unit cannot work as written (SPEC sections 8, 9)."""
+    if launchd:
+        return []
+    found = []
+    paths = {
+        "the beaconlite executable": Path(command_line(config)[0]),
+        "the config": config.path.absolute(),
+        "the database": service_database(config, False, user),
+    }
+    if user:
+        return found + _linger_warnings()
+    for what, path in paths.items():
+        for setting, prefixes in HIDDEN.items():
+            hidden = next((p for p in prefixes if str(path) == p or str(path).startswith(p + "/")), None)
+            if hidden:
+                found.append(f"{what} {path} is under {hidden}, which the unit hides ({setting})")
+    found += _service_user_warnings(config.path.absolute())
+    return found
+
+
+def _service_user_warnings(config_path: Path) -> list[str]:
+    import pwd
+
+    try:
+        account = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        add = f"useradd --system --user-group --no-create-home {SERVICE_USER}"
+        return [f"there is no user {SERVICE_USER!r} for the unit's User= ({add})"]
+    found = []
+    try:
+        owner = config_path.stat().st_uid
+    except OSError:
+        return found
+    if owner not in (0, account.pw_uid):
+        found.append(
+            f"the config {config_path} is owned by uid {owner}, not root or {SERVICE_USER}: "
+            "whoever owns it decides what the service runs"
+        )
+    if not _can_read(config_path, account):
+        found.append(f"user {SERVICE_USER!r} cannot read the config {config_path}")
+    return found
+
+
+def _can_read(path: Path, account) -> bool:
+    """Whether a user (not root) may read ``path``: execute on every directory, read on it."""
+    import os
+
+    groups = {account.pw_gid} | {g.gr_gid for g in _groups() if account.pw_name in g.gr_mem}
+    for item, bit in [(p, 0o1) for p in reversed(path.parents)] + [(path, 0o4)]:
+        try:
+            st = os.stat(item)
+        except OSError:
+            return False
+        mode = st.st_mode
+        if st.st_uid == account.pw_uid:
+            allowed = mode >> 6
+        elif st.st_gid in groups:
+            allowed = mode >> 3
+        else:
+            allowed = mode
+        if not allowed & bit:
+            return False
+    return True
+
+
+def _groups() -> list:
+    import grp
+
+    return grp.getgrall()
+
+
+def _linger_warnings() -> list[str]:
+    import getpass
+
+    name = getpass.getuser()
+    if Path("/var/lib/systemd/linger", name).exists():
+        return []
+    return [f"without lingering the user unit stops when {name} logs out: loginctl enable-linger {name}"]

@@ -22,7 +22,7 @@ from beaconlite import clock, journal, store
 from beaconlite.config import Config, JobSpec
 from beaconlite.cron import due_slots, parse_schedule
 from beaconlite.durations import format_duration
-from beaconlite.errors import RunCancelled, SlotTaken, WriteFailed
+from beaconlite.errors import Paused, RunCancelled, SlotTaken, WriteFailed
 from beaconlite.render import iso
 from beaconlite.runner import RunEnd, Runner
 from beaconlite.statuses import SKIPPED
@@ -39,7 +39,7 @@ class Skip(enum.Enum):
     QUEUE_FULL = "queue full"  # overlap = "queue", and a fire is already held
     CAPACITY = "capacity"  # max_concurrent_runs reached (leaked threads count)
     STOPPING = "stopping"  # the daemon is stopping
-    DROPPED = "dropped"  # a held fire or a pending retry at a stop
+    DROPPED = "dropped"  # a held fire or a pending retry at a stop, a pause or a reload
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,12 @@ class Fire:
     slot: float
     trigger: str  # "schedule" | "catchup" | "manual" | "retry"
     attempt: int = 1
+    follows: tuple[int, str] | None = None  # a retry's previous attempt: (run id, status)
+
+    @property
+    def honours_pause(self) -> bool:
+        """A paused job owes nothing; a manual run of it still runs."""
+        return self.trigger != "manual"
 
 
 @dataclass(frozen=True)
@@ -172,14 +178,17 @@ class Outcome:
     reason: str | None = None
     queued: bool = False
     taken: bool = False  # its slot already had a run (a trigger tries the next instant)
+    paused: bool = False  # refused: the job is paused (nothing was recorded)
+
+
+# (job, run id, status, attempts): an outcome to notify about
+Notify = Callable[[str, int, str, int], None]
 
 
 class Slots:
-    def __init__(
-        self, config: Config, runner: Runner, on_skip: Callable[[str, int, str], None] | None = None
-    ):
+    def __init__(self, config: Config, runner: Runner, notify: Notify | None = None):
         self.config = config
-        self.on_skip = on_skip  # (job, run id, "skipped"): notifications
+        self.notify = notify  # skipped rows, and the attempt a dropped retry followed
         self.runner = runner
         self.stopping = False
         self._lock = threading.RLock()
@@ -189,6 +198,7 @@ class Slots:
         # first and last such slot and why. Their later fires wait here too, until the
         # tick's recover_unrecorded() accounts for all of them as for downtime.
         self._unrecorded: dict[str, tuple[float, float, str]] = {}
+        self._to_drop: list[tuple[Fire, str]] = []  # drops the database refused: (fire, why)
 
     def reconfigure(self, config: Config) -> None:
         with self._lock:
@@ -210,8 +220,8 @@ class Slots:
                 self._defer(job.name, slots, store.outage.cause or "the database refused a write")
                 return
             if len(slots) > 1:  # one on-time slot needs no look-up: its run row is unique
-                started = store.last_started_slot(job.name)
-                slots = [s for s in slots if started is None or s > started]
+                mark = max(store.last_started_slot(job.name) or 0.0, store.resumed_at(job.name) or 0.0)
+                slots = [s for s in slots if s > mark]
             if slots:
                 self._due(job, slots, now, why_late, more)
 
@@ -247,8 +257,8 @@ class Slots:
                     continue
                 until = max(now, last, clock.wall())  # a fire deferred after `now` was read
                 slots, more = due_slots(parse_schedule(job.schedule), job.zone(), first - 0.001, until)
-                started = store.last_started_slot(job.name)
-                slots = [s for s in slots if started is None or s > started]
+                mark = max(store.last_started_slot(job.name) or 0.0, store.resumed_at(job.name) or 0.0)
+                slots = [s for s in slots if s > mark]
                 if slots:
                     self._due(job, slots, now, f"the database was not writable: {cause}", more)
                 if name in self._unrecorded:  # refused again: the next tick tries again
@@ -307,10 +317,17 @@ class Slots:
 
     def _apply(self, job: JobSpec, action: Action, now: float) -> Outcome:
         """The one writer: WriteFailed when the database refuses."""
+        try:
+            return self._write(job, action, now)
+        except Paused:
+            log.debug("%s: paused: %s not recorded", job.name, type(action).__name__)
+            return Outcome(paused=True, reason="the job is paused")
+
+    def _write(self, job: JobSpec, action: Action, now: float) -> Outcome:
         if isinstance(action, Start):
             fire = action.fire
             try:
-                started = self.runner.start(job, fire.trigger, fire.slot, fire.attempt)
+                started = self.runner.start(job, fire.trigger, fire.slot, fire.attempt, fire.honours_pause)
             except SlotTaken:
                 log.info("%s: slot %s attempt %d already has a run", job.name, iso(fire.slot), fire.attempt)
                 return Outcome(taken=True, reason="this slot already has a run")
@@ -326,9 +343,12 @@ class Slots:
                 fire.attempt,
                 action.slots,
                 action.last_slot,
+                honour_pause=fire.honours_pause and action.why is not Skip.DROPPED,
             )
-            if run_id is not None and self.on_skip is not None:
-                self.on_skip(job.name, run_id, SKIPPED)
+            if run_id is not None and self.notify is not None:
+                self.notify(job.name, run_id, SKIPPED, 1)
+            if action.why is Skip.DROPPED and fire.follows and self.notify is not None:
+                self.notify(job.name, *fire.follows, fire.attempt - 1)  # the outcome it was to retry
             log.info(
                 "%s: skipped: %s",
                 job.name,
@@ -351,15 +371,18 @@ class Slots:
 
     # -- after a run ----------------------------------------------------------------------
 
-    def on_end(self, end: RunEnd) -> None:
-        """A run ended (any thread): schedule its retry, release the job's queued fire."""
+    def on_end(self, end: RunEnd) -> bool:
+        """A run ended (any thread): schedule its retry, release the job's queued fire.
+        True when it will be retried (its outcome is not the job's yet: notify nothing)."""
+        retried = False
         with self._lock:
             job = self.config.job(end.job)
             if job is None or self.stopping:
-                return
+                return False
             if end.status in job.retry_on and end.attempt <= job.retries:
-                retry = Fire(job.name, end.scheduled_at, "retry", end.attempt + 1)
+                retry = Fire(job.name, end.scheduled_at, "retry", end.attempt + 1, (end.run_id, end.status))
                 self._retries.append((clock.elapsed() + job.retry_delay, retry))
+                retried = True
                 log.info(
                     "%s: attempt %d %s; retry in %s",
                     job.name,
@@ -371,10 +394,16 @@ class Slots:
             queued = self._queued.pop(job.name, None)
         if queued is not None:
             try:
-                self._admit(job, queued, clock.wall())
+                self._start_or_drop(job, queued, clock.wall())
             except WriteFailed:
                 with self._lock:  # the database refused: hold it for the next run's end
                     self._queued.setdefault(job.name, queued)
+        return retried
+
+    def _start_or_drop(self, job: JobSpec, fire: Fire, now: float) -> None:
+        """A held fire or a retry whose time came: started, or dropped if the job is paused."""
+        if self._admit(job, fire, now).paused:
+            self._drop(job, fire, "paused", now)
 
     def tick(self, now: float) -> None:
         """Start the retries that are due (one the database refused waits for the next tick)."""
@@ -383,12 +412,48 @@ class Slots:
             due = [(at, f) for at, f in self._retries if at <= elapsed]
             self._retries = [(at, f) for at, f in self._retries if at > elapsed]
         for index, (_, fire) in enumerate(due):
+            job = self.config.job(fire.job)
+            if job is None:
+                continue
             try:
-                self.start(fire, now)
+                self._start_or_drop(job, fire, now)
             except WriteFailed:
                 with self._lock:
                     self._retries += due[index:]
                 raise
+
+    def _drop(self, job: JobSpec, fire: Fire, reason: str, now: float) -> None:
+        """A held fire or pending retry that will not start: a skipped row saying why."""
+        what = "pending retry" if fire.trigger == "retry" else "queued fire"
+        self._apply(job, SkipRow(fire, Skip.DROPPED, f"{what} dropped: {reason}"), now)
+
+    def drop_waiting(self, jobs: set[str], reason: str, now: float) -> None:
+        """Held fires and pending retries of these jobs (paused, or gone in a reload)."""
+        with self._lock:
+            waiting = [f for name, f in self._queued.items() if name in jobs]
+            waiting += [f for _, f in self._retries if f.job in jobs]
+            self._queued = {name: f for name, f in self._queued.items() if name not in jobs}
+            self._retries = [(at, f) for at, f in self._retries if f.job not in jobs]
+        with self._lock:
+            self._to_drop += [(fire, reason) for fire in waiting]
+        self.drop_refused(now)
+
+    def drop_refused(self, now: float) -> None:
+        """Write the drops the database refused so far (each tick, until they land)."""
+        with self._lock:
+            todo, self._to_drop = self._to_drop, []
+        for index, (fire, reason) in enumerate(todo):
+            job = self.config.job(fire.job) or JobSpec(name=fire.job, kind="python")  # gone in a reload
+            try:
+                self._drop(job, fire, reason, now)
+            except WriteFailed:
+                with self._lock:
+                    self._to_drop = todo[index:] + self._to_drop
+                raise
+
+    def waiting_jobs(self) -> set[str]:
+        with self._lock:
+            return set(self._queued) | {f.job for _, f in self._retries}
 
     def drop_pending(self, reason: str, now: float) -> list[dict]:
         """At stop: held fires and pending retries do not survive; each becomes a skip.
@@ -402,15 +467,14 @@ class Slots:
             self._retries.clear()
         refused = []
         for fire in pending:
-            job = self.config.job(fire.job)
-            if job is None:
-                continue
-            what = "pending retry" if fire.trigger == "retry" else "queued fire"
-            skip = SkipRow(fire, Skip.DROPPED, f"{what} dropped: {reason}")
+            job = self.config.job(fire.job) or JobSpec(name=fire.job, kind="python")
             try:
-                self._apply(job, skip, now)
+                self._drop(job, fire, reason, now)
             except WriteFailed:
+                what = "pending retry" if fire.trigger == "retry" else "queued fire"
                 refused.append(
-                    journal.skip_entry(job.name, fire.slot, skip.reason, now, fire.trigger, fire.attempt)
+                    journal.skip_entry(
+                        job.name, fire.slot, f"{what} dropped: {reason}", now, fire.trigger, fire.attempt
+                    )
                 )
         return refused

@@ -28,3 +28,4 @@ NOTIFY_COMMAND_TIMEOUT = 30.0
 # A live run past its deadline is a health problem once the runner should have recorded
 # it: abort_grace, plus SIGTERM-to-SIGKILL for a command, plus a tick.
 RECORDING_SLACK = KILL_AFTER + 2.0
+IMPORT_TIMEOUT = 10.0  # importing job code (start, check-config, reload) takes at most this (SPEC 5)

@@ -10,10 +10,12 @@ does not answer within ``timing.DESCRIBE_TIMEOUT``.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from beaconlite import timing
@@ -100,8 +102,9 @@ def decide(
             error = summary_problem if error is None else f"{error}; {summary_problem}"
             if status == SUCCESS:
                 status = WARNING
-    if job.kind != "command" and findings.tracebacks:
-        output = last_bytes("\n".join(t for t in findings.tracebacks if t))
+    if job.kind != "command":  # what it wrote, then the tracebacks of its failures
+        parts = [output.rstrip("\n") if output else None, *findings.tracebacks]
+        output = last_bytes("\n".join(t for t in parts if t)) or None
     return status, error, summary_text, output
 
 
@@ -171,12 +174,33 @@ def _plain_exception(e: BaseException) -> bool:
     )
 
 
+_OURS = str(Path(__file__).resolve().parent) + os.sep
+
+
+def _job_frames(tb):
+    """The traceback from the job's own first frame on (beaconlite's runner and kinds call
+    it: those frames tell the job's author nothing); all of it if no frame is the job's."""
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_OURS):
+        first = first.tb_next
+    return first or tb
+
+
+def _http_line(e: BaseException) -> str | None:
+    """A failed request in the words of its cause, not urllib3's internals."""
+    if type(e).__module__.split(".")[0] not in ("requests", "urllib3"):
+        return None
+    from beaconlite.http import describe  # requests is loaded already: it raised this
+
+    return describe(e)
+
+
 def describe_exception(e: BaseException) -> tuple[str, str]:
     """(one error line, the traceback text) for an exception out of job code."""
 
     def build() -> tuple[str, str]:
-        text = str(e) if isinstance(e, StepFailed) else f"{type(e).__name__}: {e}"
-        return text, "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        text = str(e) if isinstance(e, StepFailed) else _http_line(e) or f"{type(e).__name__}: {e}"
+        return text, "".join(traceback.format_exception(type(e), e, _job_frames(e.__traceback__)))
 
     if _plain_exception(e):
         ok, value = True, build()

@@ -22,7 +22,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from beaconlite import store
+from beaconlite import loader, store
 
 BARE = textwrap.dedent("""
     import sys, time, statistics
@@ -117,7 +117,8 @@ def noop_bookkeeping(tmp: Path, runs: int = 200) -> float:
 
     cfg = load_config(config(tmp, 1, "@hourly"))
     store.open_writer(tmp / "noop.db")
-    runner = Runner(cfg, store.register_instance("daemon", os.getpid(), "bench", "b", 60, clock.wall()))
+    instance = store.register_instance("daemon", os.getpid(), "bench", "b", 60, clock.wall())
+    runner = Runner(cfg, loader.load(cfg), instance)
     durations = []
     for i in range(runs):
         live = runner.start(cfg.jobs[0], "manual", float(i))

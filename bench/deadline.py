@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import requests  # noqa: E402
 from peers import start_peer, stop_peer  # noqa: E402
 
-from beaconlite import clock, store  # noqa: E402
+from beaconlite import clock, loader, store  # noqa: E402
 from beaconlite.config import load_config  # noqa: E402
 from beaconlite.runner import Runner  # noqa: E402
 
@@ -96,7 +96,7 @@ def main() -> None:
         cfg = load_config(config(Path(tmp), peer.url, args.timeout))
         store.open_writer(cfg.daemon.database)
         instance = store.register_instance("daemon", os.getpid(), "bench", "b", 60, clock.wall())
-        runner = Runner(cfg, instance)
+        runner = Runner(cfg, loader.load(cfg), instance)
         print(
             f"deadline {args.timeout}s, abort_grace {ABORT_GRACE}s, read_timeout 300s, "
             f"{args.trials} runs each"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from beaconlite import clock, store
+from beaconlite import clock, loader, store
 from beaconlite.cli import main
 from beaconlite.config import load_config
 from beaconlite.runner import Runner
@@ -272,7 +272,7 @@ def runner(make_config, tmp_path):
         config = load_config(path)
         store.open_writer(config.daemon.database)
         instance = store.register_instance("daemon", os.getpid(), "test", "t", 60, clock.wall())
-        r = Runner(config, instance)
+        r = Runner(config, loader.load(config), instance)
         made.append(r)
         return r
 

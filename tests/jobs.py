@@ -223,3 +223,19 @@ def leak_everywhere(ctx):
     if ctx.params.get("fail"):
         raise RuntimeError(f"failed with {secret}\n" + "f" * pad + secret)
     return {"secret": secret, "nested": [secret, {"k": "x" * pad + secret}], f"key {secret}": 1}
+
+
+def chatty(ctx):
+    """print(), logging and ctx.log, params["lines"] more printed lines, then maybe a failure."""
+    import logging
+
+    tag = ctx.params["tag"]
+    print(f"printed by {tag}")
+    logging.getLogger("chatty").info("logged by %s", tag)
+    logging.getLogger("chatty").debug("not kept: below INFO")
+    ctx.log.info("ctx line by %s", tag)
+    for i in range(ctx.params.get("lines", 0)):
+        print(f"{tag} line {i}")
+    time.sleep(ctx.params.get("sleep", 0))
+    if ctx.params.get("fail"):
+        raise RuntimeError(f"{tag} failed")

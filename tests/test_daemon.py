@@ -253,13 +253,14 @@ def test_thinned_slots_are_counted_from_the_schedule(tmp_db, make_config):
     """A long gap handed over as [first, latest]: the skipped row still says how many."""
     from beaconlite import clock, store
     from beaconlite.config import load_config
+    from beaconlite.loader import Code
     from beaconlite.runner import Runner
     from beaconlite.slots import Slots
 
     config = load_config(
         make_config("[[jobs]]\nname = 'tick'\nschedule = 'every 1s'\nrun = 'beaconlite.builtin:noop'\n")
     )
-    slots = Slots(config, Runner(config, None))
+    slots = Slots(config, Runner(config, Code(), None))
     now = float(int(clock.wall()))
     slots.fire("tick", [now - 86400, now], now, "the machine was suspended for 1d")
     (skipped,) = [r for r, _, _ in store.list_runs(status="skipped")]

@@ -58,7 +58,7 @@ def test_command_hanging_with_grandchild_ends_at_deadline(runner):
     assert live.ended.wait(4)
     run, steps = store.get_run(live.run_id)
     assert run.status == "timeout" and run.duration_s < 1.5
-    assert steps[0].status == "timeout"
+    assert steps[0].status == "timeout" and "while waiting for the command (pid" in steps[0].error
     wait_for(lambda: group_gone(live._process.pid), 2, what="the process group to be gone")
 
 
@@ -133,6 +133,8 @@ def test_checks_after_abort_are_skipped(runner, http_server):
     run, steps = run_to_end(r, "web")
     assert run.status == "timeout"
     assert [(s.name, s.status) for s in steps] == [("a", "timeout"), ("b", "skipped")]
+    # the step in flight says what it was waiting for
+    assert steps[0].error == f"deadline of 500ms passed while waiting for GET {u}/hang"
     assert http_server.count("/ok") == 0
 
 
@@ -146,3 +148,12 @@ def group_gone(pgid: int) -> bool:
 
 def checks(*tables: str) -> str:
     return "".join(f"[[jobs.checks]]\n{t}\n" for t in tables)
+
+
+def test_a_refused_connection_is_said_in_words_of_its_cause(runner):
+    r = runner(job("down", checks('name = "a"\nurl = "http://127.0.0.1:9/x"')))
+    run, steps = run_to_end(r, "down")
+    assert run.status == "error"
+    assert steps[0].error.startswith("ConnectionError: GET http://127.0.0.1:9/x: ")
+    assert "Connection refused" in steps[0].error
+    assert "object at 0x" not in steps[0].error and "Tracked" not in steps[0].error

@@ -20,7 +20,7 @@ from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beaconlite import logs, store
+from beaconlite import loader, logs, store
 from beaconlite.cli import cli as cli_group
 from beaconlite.config import load_config
 from beaconlite.notify import Notifier
@@ -60,7 +60,8 @@ def fresh_runner(directory, body: str) -> Runner:
     config_path.write_text('[daemon]\ndatabase = "b.db"\n' + body)
     config = load_config(config_path)
     store.open_writer(config.daemon.database)
-    return Runner(config, store.register_instance("daemon", os.getpid(), "test", "t", 60, time.time()))
+    instance = store.register_instance("daemon", os.getpid(), "test", "t", 60, time.time())
+    return Runner(config, loader.load(config), instance)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))

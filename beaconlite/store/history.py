@@ -3,12 +3,10 @@ daemon's state, 24 h counts. Every query here stays flat as the history grows.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from peewee import fn
 
 from beaconlite.statuses import ERROR, FAILURES, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, TIMEOUT
-from beaconlite.store.schema import Instance, JobState, Run, Step
+from beaconlite.store.schema import Instance, JobState, Pause, Run, Step
 
 
 def instances(ids) -> dict[int, Instance]:
@@ -119,11 +117,16 @@ def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
     return run, list(Step.select().where(Step.run_id == run_id).order_by(Step.id))
 
 
-def job_overview(names: Iterable[str]) -> dict[str, dict]:
-    """Per job: last status (skips ignored), when it finished, live runs, last skip reason."""
+def job_overview(config, running: bool) -> list[dict]:
+    """Per job (the config's, or those the daemon published): schedule, zone, next fire
+    (only while a daemon runs: otherwise nothing will fire), last status (skips ignored),
+    when it finished, live runs, last skip reason, pause, and whether the running daemon
+    has the job as the config says (``loaded``)."""
+    published = {s.name: s for s in job_states()}
+    paused = {p.job: p for p in Pause.select().where(Pause.resumed_at.is_null())}
     live = dict(Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == RUNNING).group_by(Run.job).tuples())
-    out = {}
-    for name in names:
+    rows = []
+    for name, schedule, enabled, zone, digest in _jobs_with_digest(config, published):
         # One indexed MAX per status: (job, status, id) makes each a single seek, so this
         # stays flat however long a job's history is.
         last_ids = [
@@ -137,13 +140,31 @@ def job_overview(names: Iterable[str]) -> dict[str, dict]:
             .order_by(Run.id.desc())
             .first()
         )
-        out[name] = {
-            "last_status": last.status if last else None,
-            "last_finished_at": last.finished_at if last else None,
-            "live_runs": live.get(name, 0),
-            "last_skip_reason": skip.error if skip else None,
-        }
-    return out
+        pub, pause = published.get(name), paused.get(name)
+        rows.append(
+            {
+                "name": name,
+                "schedule": schedule,
+                "enabled": enabled,
+                "timezone": zone,
+                "next_run_at": pub.next_run_at if running and pub and enabled else None,
+                "last_status": last.status if last else None,
+                "last_finished_at": last.finished_at if last else None,
+                "live_runs": live.get(name, 0),
+                "last_skip_reason": skip.error if skip else None,
+                "paused": pause is not None,
+                "paused_at": pause.paused_at if pause else None,
+                "paused_by": pause.paused_by if pause else None,
+                "loaded": running and pub is not None and (digest is None or pub.spec in (None, digest)),
+            }
+        )
+    return rows
+
+
+def _jobs_with_digest(config, published: dict) -> list[tuple]:
+    if config is not None:
+        return [(j.name, j.schedule, j.enabled, j.timezone, j.digest) for j in config.jobs]
+    return [(s.name, s.schedule, bool(s.enabled), s.timezone or "local", None) for s in published.values()]
 
 
 def known_jobs(config) -> list[tuple[str, str | None, bool, str]]:

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 from peewee import IntegrityError, fn
 
-from beaconlite.errors import RunEnded, SlotTaken
+from beaconlite.errors import Paused, RunEnded, SlotTaken
 from beaconlite.statuses import ABORTED, RUNNING, SKIPPED
-from beaconlite.store.schema import Instance, JobState, Request, Run, Step, write
+from beaconlite.store.schema import Instance, JobState, Pause, Request, Run, Step, write
 
 
 def register_instance(kind: str, pid: int, host: str, version: str, orphan_after: float, now: float) -> int:
@@ -60,10 +60,15 @@ def start_run(
     deadline_at: float,
     instance_id: int | None,
     now: float,
+    honour_pause: bool = False,
 ) -> int:
-    """Insert the run row (status running) before any work; SlotTaken if the slot ran."""
+    """Insert the run row (status running) before any work; SlotTaken if the slot ran;
+    with ``honour_pause``, Paused if the job is paused (checked in the same transaction,
+    so no run starts once `pause` has returned)."""
     try:
         with write():
+            if honour_pause:
+                _refuse_if_paused(job)
             return Run.insert(
                 job=job,
                 status=RUNNING,
@@ -88,11 +93,14 @@ def record_skipped(
     attempt: int = 1,
     slots: int = 1,
     last_slot_at: float | None = None,
+    honour_pause: bool = False,
 ) -> int | None:
     """A fire that never started (or ``slots`` missed ones, the first at ``scheduled_at``);
-    None when its slot is already recorded."""
+    None when its slot is already recorded; Paused as for start_run."""
     try:
         with write():
+            if honour_pause:
+                _refuse_if_paused(job)
             return Run.insert(
                 job=job,
                 status=SKIPPED,
@@ -106,6 +114,31 @@ def record_skipped(
             ).execute()
     except IntegrityError:
         return None
+
+
+def _refuse_if_paused(job: str) -> None:
+    if Pause.select().where(Pause.job == job, Pause.resumed_at.is_null()).exists():
+        raise Paused(job)
+
+
+def pause_job(job: str, now: float, by: str) -> Pause | None:
+    """Pause a job; None when it is paused already (else its new pause)."""
+    with write():
+        current = Pause.get_or_none(Pause.job == job)
+        if current is not None and current.resumed_at is None:
+            return None
+        Pause.insert(job=job, paused_at=now, paused_by=by, resumed_at=None).on_conflict_replace().execute()
+    return Pause.get_by_id(job)
+
+
+def resume_job(job: str, now: float) -> bool:
+    """Resume a paused job (its ledger starts again now); False when it was not paused."""
+    with write():
+        return Pause.update(resumed_at=now).where(Pause.job == job, Pause.resumed_at.is_null()).execute() == 1
+
+
+def paused_jobs() -> dict[str, Pause]:
+    return {p.job: p for p in Pause.select().where(Pause.resumed_at.is_null())}
 
 
 def _require_live(run_id: int) -> None:
@@ -219,15 +252,22 @@ def last_started_slot(job: str) -> float | None:
     )
 
 
+def resumed_at(job: str) -> float | None:
+    """When the job was last resumed (its slots while paused are owed nothing)."""
+    row = Pause.select(Pause.resumed_at).where(Pause.job == job).first()
+    return row.resumed_at if row else None
+
+
 def ledger_mark(job: str) -> float | None:
-    """Up to when a job's slots have been dealt with: the latest slot it started, or the
-    latest time a skip of it was recorded (a skip row settles every slot due before it)."""
+    """Up to when a job's slots have been dealt with: the latest slot it started, the
+    latest time a skip of it was recorded (a skip row settles every slot due before it),
+    or when it was last resumed."""
     skipped = (
         Run.select(fn.MAX(Run.finished_at))
         .where(Run.job == job, Run.status == SKIPPED, Run.trigger != "manual")
         .scalar()
     )
-    marks = [m for m in (last_started_slot(job), skipped) if m is not None]
+    marks = [m for m in (last_started_slot(job), skipped, resumed_at(job)) if m is not None]
     return max(marks) if marks else None
 
 
@@ -246,12 +286,17 @@ def take_requests(now: float) -> list[Request]:
 
 
 def answer_request(
-    request_id: int, run_id: int | None = None, queued: bool = False, refused: str | None = None
+    request_id: int,
+    run_id: int | None = None,
+    queued: bool = False,
+    refused: str | None = None,
+    detail: str | None = None,
 ) -> None:
-    """Answer a taken request: done (with the run it concerns), queued, or refused (why)."""
+    """Answer a taken request: done (with the run it concerns, or what it did), queued, or
+    refused (why)."""
     answer = "refused" if refused is not None else "queued" if queued else "done"
     with write():
-        Request.update(answer=answer, result_run_id=run_id, error=refused).where(
+        Request.update(answer=answer, result_run_id=run_id, error=refused, detail=detail).where(
             Request.id == request_id
         ).execute()
 

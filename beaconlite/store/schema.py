@@ -24,7 +24,7 @@ from beaconlite.lock import create_private_file
 from beaconlite.statuses import RUNNING
 from beaconlite.store.database import PRAGMAS, close, db, write
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 __all__ = ["close", "db", "write"]
 
@@ -96,9 +96,9 @@ class Step(BaseModel):
 
 
 class Request(BaseModel):
-    """A CLI request to the daemon (trigger / cancel), picked up by its tick."""
+    """A CLI request to the daemon (trigger / cancel / reload), picked up by its tick."""
 
-    kind = CharField()  # "trigger" | "cancel"
+    kind = CharField()  # "trigger" | "cancel" | "reload"
     job = CharField(null=True)
     run_id = IntegerField(null=True)
     created_at = DoubleField()
@@ -106,6 +106,7 @@ class Request(BaseModel):
     answer = CharField(null=True)  # "done" | "queued" | "refused" (error says why); null: not yet
     result_run_id = IntegerField(null=True)
     error = TextField(null=True)
+    detail = TextField(null=True)  # what a done request did, for people ("2 added, ...")
 
 
 Request.add_index(Request.index(Request.id, name="request_open", where=Request.taken_at.is_null()))
@@ -119,9 +120,19 @@ class JobState(BaseModel):
     enabled = IntegerField(default=1)
     next_run_at = DoubleField(null=True)
     timezone = CharField(null=True)  # the zone of its cron schedule
+    spec = CharField(null=True)  # a digest of the job's config as the daemon loaded it
 
     class Meta:
         table_name = "job"
+
+
+class Pause(BaseModel):
+    """A job paused by `beaconlite pause` (kept across restarts), or resumed since."""
+
+    job = CharField(primary_key=True)
+    paused_at = DoubleField()
+    paused_by = CharField()  # user@host
+    resumed_at = DoubleField(null=True)  # null while paused; the ledger starts again here
 
 
 def _add_slot_columns() -> None:
@@ -149,6 +160,14 @@ def _add_job_timezone() -> None:
         db.execute_sql("ALTER TABLE job ADD COLUMN timezone VARCHAR(255)")
 
 
+def _add_pause_and_reload() -> None:
+    db.create_tables([Pause])
+    if "detail" not in {c.name for c in db.get_columns("request")}:
+        db.execute_sql("ALTER TABLE request ADD COLUMN detail TEXT")
+    if "spec" not in {c.name for c in db.get_columns("job")}:
+        db.execute_sql("ALTER TABLE job ADD COLUMN spec VARCHAR(255)")
+
+
 # Each migration takes the schema from version i to i + 1. A later column change adds a
 # step here, never edits an earlier one.
 MIGRATIONS = [
@@ -157,6 +176,7 @@ MIGRATIONS = [
     _add_slot_columns,
     _add_request_answer,
     _add_job_timezone,
+    _add_pause_and_reload,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
