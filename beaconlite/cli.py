@@ -138,7 +138,7 @@ def status(as_json: bool):
     config, path, exists = open_for_query()
     now = time.time()
     daemon, state = store.daemon_state(now, lock_free(path))
-    rows = render.job_rows(store.job_overview(config, running=state == "running"))
+    rows = store.job_overview(config, running=state == "running")
     value = render.status_json(daemon, state, rows, path)
     emit(value, as_json, render.status_text(daemon, state, rows, now, path, exists, people_zone(config)))
 

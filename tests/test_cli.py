@@ -132,7 +132,16 @@ def test_status_json_without_config(cli, history):
     assert result.code == 0, result.err
     value = result.json()
     assert set(value) == {"daemon", "jobs"}
-    assert set(value["daemon"]) == {"state", "pid", "host", "version", "started_at", "heartbeat_at"}
+    assert set(value["daemon"]) == {
+        "state",
+        "pid",
+        "host",
+        "version",
+        "started_at",
+        "heartbeat_at",
+        "database",
+    }
+    assert value["daemon"]["database"] == str(history)
     assert value["daemon"]["state"] == "stopped"
     (alpha,) = value["jobs"]
     assert set(alpha) == {
@@ -145,7 +154,12 @@ def test_status_json_without_config(cli, history):
         "last_finished_at",
         "live_runs",
         "last_skip_reason",
+        "paused",
+        "paused_at",
+        "paused_by",
+        "loaded",
     }
+    assert alpha["paused"] is False and alpha["loaded"] is False  # no daemon runs it
     assert alpha["timezone"] == "local"  # published without one: the default
     assert alpha["last_status"] == "warning" and alpha["live_runs"] == 1
     assert alpha["next_run_at"] is None  # no daemon running: nothing will fire

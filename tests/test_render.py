@@ -14,23 +14,29 @@ def test_iso_is_utc_with_milliseconds():
 
 def test_status_json_shape():
     daemon = SimpleNamespace(pid=7, host="h", version="1", started_at=0.0, heartbeat_at=1.5)
-    rows = render.job_rows(
-        [("a", "every 1m", True, "UTC"), ("b", None, False, "local")],
+    blank = {"last_status": None, "last_finished_at": None, "live_runs": 0, "last_skip_reason": None,
+             "paused": False, "paused_at": None, "paused_by": None, "loaded": True}  # fmt: skip
+    rows = [
         {
-            n: {"last_status": None, "last_finished_at": None, "live_runs": 0, "last_skip_reason": None}
-            for n in "ab"
+            "name": "a",
+            "schedule": "every 1m",
+            "enabled": True,
+            "timezone": "UTC",
+            "next_run_at": 60.0,
+            **blank,
         },
-        {"a": 60.0, "b": 120.0},
-    )
-    value = render.status_json(daemon, "running", rows)
+        {"name": "b", "schedule": None, "enabled": False, "timezone": "local", "next_run_at": None, **blank},
+    ]
+    value = render.status_json(daemon, "running", rows, "/var/lib/b.db")
     assert value["daemon"] == {
         "state": "running", "pid": 7, "host": "h", "version": "1",
         "started_at": "1970-01-01T00:00:00.000Z", "heartbeat_at": "1970-01-01T00:00:01.500Z",
+        "database": "/var/lib/b.db",
     }  # fmt: skip
     assert [j["next_run_at"] for j in value["jobs"]] == ["1970-01-01T00:01:00.000Z", None]  # disabled: none
     assert set(value["jobs"][0]) == {
         "name", "schedule", "enabled", "timezone", "next_run_at", "last_status", "last_finished_at",
-        "live_runs", "last_skip_reason",
+        "live_runs", "last_skip_reason", "paused", "paused_at", "paused_by", "loaded",
     }  # fmt: skip
 
 

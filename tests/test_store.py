@@ -205,14 +205,23 @@ def test_job_overview_ignores_skips_for_last_status(tmp_db):
     store.finish_run(a, "error", 2.0, error="boom")
     store.record_skipped("j", 3.0, "overlap: 1 run live", 3.0)
     make_run(scheduled_at=4.0)  # live
-    info = store.job_overview(["j", "other"])
-    assert info["j"] == {
+    from beaconlite.config import Config, JobSpec
+
+    config = Config(None, jobs=(JobSpec(name="j", run="m:f"), JobSpec(name="other", run="m:f")))
+    info = {row["name"]: row for row in store.job_overview(config, running=False)}
+    assert {
+        k: info["j"][k] for k in ("last_status", "last_finished_at", "live_runs", "last_skip_reason")
+    } == {
         "last_status": "error",
         "last_finished_at": 2.0,
         "live_runs": 1,
         "last_skip_reason": "overlap: 1 run live",
     }
     assert info["other"]["last_status"] is None
+    store.pause_job("j", 5.0, "ann@host")
+    info = {row["name"]: row for row in store.job_overview(config, running=False)}
+    assert (info["j"]["paused"], info["j"]["paused_at"], info["j"]["paused_by"]) == (True, 5.0, "ann@host")
+    assert info["other"]["paused"] is False
 
 
 def test_hot_queries_use_indexes(tmp_db):
