@@ -507,6 +507,21 @@ def database_of(path: Path) -> Path:
     return (path.parent / value).absolute() if value else default_database()
 
 
+def prepare_database_directory(config: Config) -> None:
+    """The database's directory, made if missing: the default state directory whole, a
+    configured one only itself (a typo'd path must not grow a tree). ConfigError naming
+    the key when it cannot be."""
+    from beaconlite.errors import StoreError
+    from beaconlite.store import ensure_directory
+
+    settings = config.daemon
+    try:
+        whole = settings.database == default_database()
+        ensure_directory(settings.database.parent, settings.group_access, parents=whole)
+    except StoreError as e:
+        raise ConfigError(f'{config.path}: [daemon]: key "database": {e}') from None
+
+
 def refuse_open_config(path: Path) -> None:
     """The config decides what commands run: like sshd with its keys, refuse one that every
     user can write, or that sits in a directory every user can write (unless the directory

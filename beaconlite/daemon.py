@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from beaconlite import __version__, clock, journal, loader, logs, reaper, sdnotify, store, timing
-from beaconlite.config import Config
+from beaconlite.config import Config, prepare_database_directory
 from beaconlite.errors import WriteFailed
 from beaconlite.inbox import Inbox
 from beaconlite.loader import Code
@@ -101,7 +101,7 @@ class Daemon:
     def start(self, handle_signals: bool = True) -> None:
         settings = self.config.daemon
         self.code = loader.load_bounded(self.config)  # ConfigError (exit 2) before anything else
-        store.ensure_directory(settings.database.parent, settings.group_access)
+        prepare_database_directory(self.config)  # ConfigError naming the key
         self.lock.acquire()  # LockHeld: another daemon serves this database
         for path, old, new in store.tighten_modes(settings.database, settings.group_access):
             log.warning(

@@ -12,7 +12,7 @@ import socket
 import threading
 
 from beaconlite import __version__, clock, loader, store, timing
-from beaconlite.config import Config, JobSpec
+from beaconlite.config import Config, JobSpec, prepare_database_directory
 from beaconlite.errors import RunCancelled, WriteFailed
 from beaconlite.lock import DaemonLock
 from beaconlite.runner import Runner
@@ -21,7 +21,7 @@ from beaconlite.runner import Runner
 def open_store(config: Config) -> None:
     """Open the database for writing runs: create or migrate it only under the daemon lock."""
     path = config.daemon.database
-    store.ensure_directory(path.parent, config.daemon.group_access)
+    prepare_database_directory(config)
     lock = DaemonLock(path, store.file_mode(config.daemon.group_access))
     if not lock.try_acquire():
         store.open_attached(path)  # a daemon holds the lock: it has prepared the database

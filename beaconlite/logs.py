@@ -44,9 +44,16 @@ class JsonFormatter(_Base):
 
 
 class TextFormatter(_Base):
+    """For people: local time with its zone, and every line about a run names it
+    ("disk-usage #42: ...")."""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        return f"{stamp} {record.levelname:7} {self.message(record)}"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(record.created))
+        text = self.message(record)
+        job, run_id = getattr(record, "job", None), getattr(record, "run_id", None)
+        if job and run_id is not None and not text.startswith(f"{job} #{run_id}"):
+            text = f"{job} #{run_id}: {text}"
+        return f"{stamp} {record.levelname:7} {text}"
 
 
 def setup(level: str, fmt: str, redact: Redactor, stream=None) -> None:

@@ -184,14 +184,21 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 # -- opening ------------------------------------------------------------------------------
 
 
-def ensure_directory(directory: Path, group_access: bool) -> None:
+def ensure_directory(directory: Path, group_access: bool, parents: bool = True) -> None:
+    """Create the database's directory (0700, or 2770 with group access). ``parents``:
+    create missing parents too (the default state directory); otherwise a missing parent is
+    refused (a typo in a configured path must not grow a directory tree)."""
     if directory.is_dir():
         return  # an existing directory's mode is never changed
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if group_access:
-        os.chmod(directory, 0o770 | stat.S_ISGID)
-    else:
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask; be exact
+    if not parents and not directory.parent.is_dir():
+        raise StoreError(
+            f"{directory.parent} does not exist (the database's directory is made, not its parents)"
+        )
+    try:
+        directory.mkdir(parents=parents, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o770 | stat.S_ISGID if group_access else 0o700)  # exact, whatever the umask
+    except OSError as e:
+        raise StoreError(f"cannot create the directory {directory}: {e.strerror}") from None
 
 
 def file_mode(group_access: bool) -> int:
