@@ -59,6 +59,7 @@ class LiveRun:
         self.disowned: str | None = None  # the status someone else recorded for it
         self.verdict: Verdict | None = None  # decided (recorded, or pending)
         self.ended = threading.Event()  # the row is terminal (or lost to someone else)
+        self.recording = threading.Lock()  # one writer of its end at a time
         self.output: str | None = None  # a command's output tail, redacted
         self.captured = RunOutput()  # a Python run's ctx.log, print() and logging
         self.findings = Findings()

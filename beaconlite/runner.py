@@ -231,7 +231,17 @@ class Runner:
         self._record(live)
 
     def _record(self, live: LiveRun) -> bool:
-        """Write a decided end; False (kept pending) when the database refuses it."""
+        """Write a decided end; False (kept pending) when the database refuses it.
+
+        The run's own thread and the tick (retrying pending ends) may both get here: one
+        records, the other finds it done. Its follow-ups (a retry, notifications) run once.
+        """
+        with live.recording:
+            if live.ended.is_set():
+                return True
+            return self._record_once(live)
+
+    def _record_once(self, live: LiveRun) -> bool:
         verdict = live.verdict
         if live.disowned is not None:
             won, status = False, live.disowned

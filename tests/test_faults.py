@@ -151,8 +151,17 @@ def test_a_refused_end_is_kept_and_lands_with_its_true_status(runner, store_faul
     assert store.run_status(live.run_id) == "running"
     assert r.record_pending() == 1  # still refused
     store_faults.clear()
+    ends = []
+    r.on_end = ends.append
+    # The run's thread and the tick may both write a pending end: its follow-ups run once.
+    writers = [threading.Thread(target=r.record_pending) for _ in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(5)
     assert r.record_pending() == 0
     assert store.run_status(live.run_id) == "success" and live.ended.is_set()
+    assert len(ends) == 1, ends
 
 
 def test_an_external_lock_of_10s_with_three_jobs_every_second(daemon, tmp_path):
