@@ -155,7 +155,12 @@ class DaemonProcess:
         return out
 
     def count(self, event: str) -> int:
-        return sum(1 for e in self.events() if e.get("event") == event)
+        found = sum(1 for e in self.events() if e.get("event") == event)
+        if event == "daemon.start":  # also with log_format = "text"
+            found += sum(
+                1 for line in self.log().splitlines() if not line.startswith("{") and " started: pid " in line
+            )
+        return found
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

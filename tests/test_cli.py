@@ -315,3 +315,75 @@ def test_check_config_from_count_json_in_each_jobs_zone(make_config, cli):
     assert "manual only" in text.out
     bad = cli("-c", path, "check-config", "--from", "yesterday")
     assert bad.code == 2 and "--from" in bad.err and bad.err.count("\n") == 1
+
+
+# -- which database, times, and the smaller things (SPEC section 6) --------------------------
+
+
+def test_with_no_config_a_query_says_which_database_it_reads(cli, tmp_path):
+    result = cli("status")
+    default = tmp_path / "home" / "state" / "beaconlite" / "beaconlite.db"
+    assert result.code == 0
+    assert "no config found (looked in " in result.err and f"reading {default}" in result.err
+    assert result.err.count("\n") == 1
+    assert f"no database yet at {default}" in result.out
+    typo = cli("--database", tmp_path / "typo.db", "runs")
+    assert typo.code == 0 and f"no database yet at {tmp_path / 'typo.db'}" in typo.out
+
+
+def test_an_invalid_config_does_not_blind_the_queries(cli, make_config, history):
+    path = make_config(f'[daemon]\ndatabase = "{history}"\nbogus = 1\n[[jobs]]\nname = "alpha"\n')
+    result = cli("-c", path, "runs", "--json")
+    assert result.code == 0 and len(result.json()) == 4
+    assert 'unknown key "bogus"' in result.err and "reading its database anyway" in result.err
+    assert result.err.count("\n") == 1
+    assert cli("-c", path, "check-config").code == 2  # what runs jobs still refuses it
+    bad_toml = make_config("[daemon\n", name="broken.toml")
+    assert cli("-c", bad_toml, "status").code == 2
+
+
+def test_times_for_people_are_in_the_daemon_zone_with_its_abbreviation(cli, make_config, history):
+    path = make_config(f'[daemon]\ndatabase = "{history}"\ntimezone = "America/New_York"\n')
+    out = cli("-c", path, "runs").out
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d E[SD]T", out), out
+    shown = cli("-c", path, "show", "1").out
+    assert re.search(r"started:\s+\S+ \S+ E[SD]T", shown), shown
+
+
+@pytest.mark.parametrize("since", ["2w", "1d", "90m"])
+def test_since_takes_durations(cli, history, since):
+    assert len(cli("--database", history, "runs", "--json", "--since", since).json()) == 4
+
+
+def test_since_takes_a_date(cli, history):
+    today = time.strftime("%Y-%m-%d")
+    assert len(cli("--database", history, "runs", "--json", "--since", today).json()) == 4
+    assert cli("--database", history, "runs", "--json", "--since", "2999-01-01").json() == []
+    bad = cli("--database", history, "runs", "--since", "yesterday-ish")
+    assert bad.code == 2 and "--since" in bad.err
+
+
+def test_runs_of_an_unknown_job_say_so(cli, history):
+    out = cli("--database", history, "runs", "--job", "nosuch")
+    assert out.code == 0 and "no job named 'nosuch'" in out.out
+
+
+def test_health_text_shows_a_dash_for_no_value(cli, tmp_path):
+    out = cli("--database", tmp_path / "none.db", "health")
+    assert "daemon_heartbeat_age_s: -" in out.out and "None" not in out.out
+
+
+def test_step_durations_are_rounded_to_milliseconds(cli, history):
+    steps = cli("show", "1", "--json", "--database", history).json()["steps"]
+    assert all(s["duration_s"] is None or round(s["duration_s"], 3) == s["duration_s"] for s in steps)
+
+
+@pytest.mark.parametrize("database", ["nonexistent/dir/x.db", "/proc/beacon/x.db"])
+def test_a_database_path_that_cannot_be_made_is_refused_naming_the_key(make_config, cli, database):
+    path = make_config(
+        f'[daemon]\ndatabase = "{database}"\n[[jobs]]\nname = "j"\nrun = "beaconlite.builtin:noop"\n'
+    )
+    result = cli("-c", path, "daemon")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert '[daemon]: key "database"' in result.err and "Traceback" not in result.err
+    assert not (path.parent / "nonexistent").exists()  # no directory tree grown from a typo

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -266,3 +268,33 @@ def test_thinned_slots_are_counted_from_the_schedule(tmp_db, make_config):
     (skipped,) = [r for r, _, _ in store.list_runs(status="skipped")]
     assert skipped.error.startswith("missed 86400 fire(s) between")  # all but the latest
     assert skipped.scheduled_at == now - 86400
+
+
+def test_a_refused_trigger_prints_its_skipped_row_as_json(daemon, tmp_path):
+    d = daemon(
+        f"""
+        [[jobs]]
+        name = "busy"
+        run = "jobs:wait_for_file"
+        params = {{path = "{tmp_path / "go"}"}}
+        """
+    )
+    assert cli("-c", d.config, "trigger", "busy").returncode == 0
+    out = cli("-c", d.config, "trigger", "busy", "--wait", "--json")
+    assert out.returncode == 1, out.stderr
+    row = json.loads(out.stdout)
+    assert row["status"] == "skipped" and row["error"].startswith("overlap:")
+    (tmp_path / "go").touch()
+    assert d.stop() == 0
+
+
+def test_text_log_lines_about_a_run_name_it(daemon):
+    d = daemon(
+        '[[jobs]]\nname = "chatty"\nrun = "jobs:chatty"\nparams = {tag = "x"}\n',
+        defaults=DAEMON_DEFAULTS.replace('log_format = "json"', 'log_format = "text"'),
+    )
+    assert cli("-c", d.config, "trigger", "chatty", "--wait").returncode == 0
+    assert d.stop() == 0
+    lines = [line for line in d.log().splitlines() if "ctx line by x" in line or "success in" in line]
+    assert len(lines) == 2 and all("chatty #1: " in line for line in lines), lines
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ ", lines[0])  # local time with its zone

@@ -79,3 +79,26 @@ def test_webhooks(daemon, http_server, tmp_path, monkeypatch):
         if wal.exists():
             everything += wal.read_bytes()
     assert secret.encode() not in everything
+
+
+def test_a_retried_failure_notifies_once_with_its_attempts(daemon, http_server):
+    d = daemon(
+        f"""
+        [[jobs]]
+        name = "flaky"
+        run = "jobs:raise_error"
+        retries = 2
+        retry_delay = "0.2s"
+        [[notify]]
+        url = "{http_server.url}/sink"
+        on = ["error"]
+        """
+    )
+    assert cli("-c", d.config, "trigger", "flaky").returncode == 0
+    wait_for(lambda: len([r for r in d.runs("flaky") if r.status == "error"]) == 3, 10, what="3 attempts")
+    wait_for(lambda: http_server.bodies, 5, what="the notification")
+    time.sleep(1.0)  # no other notification comes
+    (body,) = http_server.bodies
+    payload = json.loads(body)
+    assert (payload["event"], payload["attempts"], payload["attempt"]) == ("error", 3, 3)
+    assert d.stop() == 0

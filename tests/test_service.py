@@ -310,3 +310,59 @@ def test_a_config_every_user_can_write_is_refused(make_config, tmp_path, what):
     (sticky / "b.toml").write_text("")
     os.chmod(sticky / "b.toml", 0o644)
     refuse_open_config(sticky / "b.toml")  # no error
+
+
+# -- warnings about units that cannot work as rendered (SPEC section 8) ----------------------
+
+
+def test_service_print_warns_about_paths_the_unit_hides(tmp_path):
+    """tmp_path lies under /tmp (PrivateTmp=yes hides it); a config under /root or /home is
+    hidden by ProtectHome=yes."""
+    config = tmp_path / "b.toml"
+    config.write_text('[daemon]\ndatabase = "state/b.db"\n')
+    out = cli("-c", config, "service", "print")
+    assert out.returncode == 0 and out.stdout.startswith("[Unit]")
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("beaconlite: warning: ")]
+    assert any(f"the config {config} is under /tmp" in w and "PrivateTmp=yes" in w for w in warnings)
+    assert any("the database" in w and "PrivateTmp=yes" in w for w in warnings)
+    if str(config).startswith("/tmp/"):
+        hidden = Path("/root/.beaconlite-test-config.toml") if os.geteuid() == 0 else None
+        if hidden is not None:
+            hidden.write_text('[daemon]\ndatabase = "/var/lib/beaconlite/b.db"\n')
+            try:
+                out = cli("-c", hidden, "service", "print")
+                assert "is under /root, which the unit hides (ProtectHome=yes)" in out.stderr
+            finally:
+                hidden.unlink()
+
+
+def test_service_user_that_cannot_read_the_config(tmp_path):
+    import pwd
+
+    try:
+        pwd.getpwnam("beaconlite")
+    except KeyError:
+        out = cli("-c", _config(tmp_path), "service", "print")
+        assert "there is no user 'beaconlite'" in out.stderr and "useradd" in out.stderr
+        return
+    config = _config(tmp_path)
+    os.chmod(config, 0o600)
+    out = cli("-c", config, "service", "print")
+    assert "user 'beaconlite' cannot read the config" in out.stderr
+
+
+def test_user_unit_without_lingering_and_install_says_what_it_wrote(make_config, tmp_path):
+    path = make_config('[[jobs]]\nname = "a"\nrun = "beaconlite.builtin:noop"\n', database=False)
+    out = cli("-c", path, "service", "install", "--user")
+    assert out.returncode == 0, out.stderr
+    assert "wrote database = " in out.stdout and f"into {path}" in out.stdout
+    import getpass
+
+    if not Path("/var/lib/systemd/linger", getpass.getuser()).exists():
+        assert "loginctl enable-linger" in out.stderr
+
+
+def _config(tmp_path) -> Path:
+    config = tmp_path / "c.toml"
+    config.write_text('[daemon]\ndatabase = "/var/lib/beaconlite/b.db"\n')
+    return config
