@@ -188,11 +188,10 @@ def disk_full_outage(tmp: Path, jobs: int, outage: float) -> None:
     filler = directory / "filler"
 
     def fill():
-        with open(filler, "ab") as f:
+        with open(filler, "ab", buffering=0) as f:  # nothing left to flush at close
             try:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError:
                 pass
 

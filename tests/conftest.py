@@ -401,11 +401,10 @@ def small_disk(tmp_path):
         filler = mount / "filler"
 
         def fill(self) -> None:
-            with open(self.filler, "ab") as f:
+            with open(self.filler, "ab", buffering=0) as f:  # nothing left to flush at close
                 try:
                     while True:
                         f.write(b"\0" * 65536)
-                        f.flush()
                 except OSError:
                     pass
 
