@@ -235,8 +235,8 @@ def run_command(job_name, as_json):
 @global_options
 def daemon():
     """Run the scheduler in the foreground (service managers run this)."""
-    from beaconlite.config import refuse_open_config
     from beaconlite.daemon import Daemon
+    from beaconlite.places import refuse_open_config
 
     config = load_config()
     refuse_open_config(config.path)

@@ -7,18 +7,17 @@ import hashlib
 import json
 import os
 import re
-import stat
 import sys
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from beaconlite import __version__, statuses
+from beaconlite import __version__, statuses, values
 from beaconlite.durations import parse_duration, parse_size
 from beaconlite.errors import ConfigError
+from beaconlite.places import default_database
 from beaconlite.redaction import Redactor
 
 if sys.version_info >= (3, 11):
@@ -32,164 +31,16 @@ JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def default_database() -> Path:
-    """The platform's per-user state directory."""
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "beaconlite" / "beaconlite.db"
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "beaconlite" / "beaconlite.db"
-
-
-def config_search_path() -> list[Path]:
-    found = []
-    if os.environ.get("BEACONLITE_CONFIG"):
-        found.append(Path(os.environ["BEACONLITE_CONFIG"]))
-    found += [
-        Path("beaconlite.toml"),
-        Path.home() / ".config" / "beaconlite" / "config.toml",
-        Path("/etc/beaconlite/config.toml"),
-    ]
-    return found
-
-
-def find_config(explicit: str | None) -> Path | None:
-    """--config, else $BEACONLITE_CONFIG, else the first existing default location."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("BEACONLITE_CONFIG"):
-        return Path(os.environ["BEACONLITE_CONFIG"])
-    return next((p for p in config_search_path() if p.is_file()), None)
-
-
-# -- value parsers: each takes the raw TOML value, returns the clean one or raises ValueError
-
-
-def _type_name(value) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-def _of_type(expected: type, what: str) -> Callable:
-    def parse(v):
-        if not isinstance(v, expected):
-            raise ValueError(f"expected {what}, got {_type_name(v)}")
-        return v
-
-    return parse
-
-
-_bool = _of_type(bool, "true or false")
-_str = _of_type(str, "a string")
-_table = _of_type(dict, "a table")
-
-
-def control_character(text: str) -> str | None:
-    """The first control character (or line separator) in ``text``, or None."""
-    return next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-
-
-def _plain(v):
-    """A path or a name: it may land in a systemd unit or a plist, where a control
-    character (a newline above all) would be syntax, never data."""
-    found = control_character(_str(v))
-    if found is not None:
-        raise ValueError(f"holds a control character ({found!r}); paths and names may not")
-    return v
-
-
-def _duration(v):
-    seconds = parse_duration(v)
-    if seconds <= 0:
-        raise ValueError(f"{v!r} must be > 0")
-    return seconds
-
-
-def _int_in(low: int, high: int):
-    def parse(v):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"expected an integer, got {_type_name(v)}")
-        if not low <= v <= high:
-            raise ValueError(f"{v} is out of range {low}..{high}")
-        return v
-
-    return parse
-
-
-def _rate(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"expected a number in [0, 1], got {_type_name(v)}")
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{v} is out of range [0, 1]")
-    return float(v)
-
-
-def _choice(*options: str):
-    def parse(v):
-        if v not in options:
-            raise ValueError(f"{v!r} is not one of {', '.join(repr(o) for o in options)}")
-        return v
-
-    return parse
-
-
-def _list_of(item: Callable, allow_empty: bool = True):
-    def parse(v):
-        if not isinstance(v, list):
-            raise ValueError(f"expected an array, got {_type_name(v)}")
-        if not v and not allow_empty:
-            raise ValueError("must not be empty")
-        return tuple(item(x) for x in v)
-
-    return parse
-
-
-def _table_of_str(v):
-    if not isinstance(v, dict):
-        raise ValueError(f"expected a table, got {_type_name(v)}")
-    for k, x in v.items():
-        if not isinstance(x, str):
-            raise ValueError(f"{k}: expected a string, got {_type_name(x)}")
-    return dict(v)
-
-
-def _schedule(v):
-    from beaconlite.cron import parse_schedule, probe
-    from beaconlite.errors import ScheduleError
-
-    try:
-        probe(parse_schedule(_str(v)))
-    except ScheduleError as e:
-        raise ValueError(str(e)) from None
-    return v.strip(" \t")
-
-
-def _timezone(v):
-    _str(v)
-    if v != "local":
-        from zoneinfo import ZoneInfo
-
-        try:
-            ZoneInfo(v)
-        except (ValueError, OSError, LookupError):
-            raise ValueError(f'unknown time zone {v!r} (e.g. "UTC", "Europe/Berlin", "local")') from None
-    return v
-
-
-def _expect_status(v):
-    code = _int_in(100, 599)
-    return (code(v),) if not isinstance(v, list) else _list_of(code, False)(v)
-
-
 # -- the shapes: every key once, with its default, its parser and (for a job) its kind ----
 
 
-def key(default: Any = MISSING, parse: Callable = _str, *, factory: Callable | None = None, kind: str = ""):
+def key(
+    default: Any = MISSING,
+    parse: Callable = values.string,
+    *,
+    factory: Callable | None = None,
+    kind: str = "",
+):
     """A config key: its default, the parser of its TOML value, the job kind it belongs to."""
     metadata = {"parse": parse, "kind": kind}
     if factory is not None:
@@ -208,52 +59,52 @@ def _same(v):
 
 @dataclass(frozen=True)
 class HttpSettings:
-    connect_timeout: float = key(10.0, _duration)
-    read_timeout: float = key(300.0, _duration)  # per socket read; the run deadline bounds it
+    connect_timeout: float = key(10.0, values.duration)
+    read_timeout: float = key(300.0, values.duration)  # per socket read; the run deadline bounds it
     max_body: int = key(50_000_000, parse_size)
     user_agent: str = key(f"beaconlite/{__version__}")
 
 
 @dataclass(frozen=True)
 class Check:
-    url: str = key("", _plain)
-    name: str = key("", _plain)  # default: the URL without its query string (and credentials)
-    method: str = key("GET", lambda v: _choice(*METHODS)(_str(v).upper()))
-    headers: Mapping[str, str] = key(parse=_table_of_str, factory=dict)
+    url: str = key("", values.plain)
+    name: str = key("", values.plain)  # default: the URL without its query string (and credentials)
+    method: str = key("GET", lambda v: values.choice(*METHODS)(values.string(v).upper()))
+    headers: Mapping[str, str] = key(parse=values.table_of_str, factory=dict)
     body: str | None = key(None)
     json: Any = key(None, _same)
-    expect_status: tuple[int, ...] | None = key(None, _expect_status)  # None: any 2xx
+    expect_status: tuple[int, ...] | None = key(None, values.expect_status)  # None: any 2xx
     contains: str | None = key(None)
-    expect_json: Mapping[str, Any] = key(parse=_table, factory=dict)
-    max_latency: float | None = key(None, _duration)
+    expect_json: Mapping[str, Any] = key(parse=values.table, factory=dict)
+    max_latency: float | None = key(None, values.duration)
 
 
 @dataclass(frozen=True)
 class JobSpec:
     name: str = key("")
     kind: str = "python"  # "python" | "command" | "checks": which of run, command, checks it has
-    schedule: str | None = key(None, _schedule)
-    timezone: str = key("", _timezone)  # the loader's default: daemon.timezone
-    timeout: float = key(1800.0, _duration)  # the loader's default: daemon.default_timeout
-    enabled: bool = key(True, _bool)
-    max_instances: int = key(1, _int_in(1, 10000))
-    overlap: str = key("skip", _choice("skip", "replace", "queue"))
-    misfire_grace: float = key(300.0, _duration)
-    catch_up: bool = key(True, _bool)
-    min_success_rate: float = key(1.0, _rate)
-    retries: int = key(0, _int_in(0, 100))
-    retry_delay: float = key(60.0, _duration)
-    retry_on: tuple[str, ...] = key((statuses.ERROR,), _list_of(_choice(*statuses.FAILURES)))
+    schedule: str | None = key(None, values.schedule)
+    timezone: str = key("", values.timezone)  # the loader's default: daemon.timezone
+    timeout: float = key(1800.0, values.duration)  # the loader's default: daemon.default_timeout
+    enabled: bool = key(True, values.boolean)
+    max_instances: int = key(1, values.int_in(1, 10000))
+    overlap: str = key("skip", values.choice("skip", "replace", "queue"))
+    misfire_grace: float = key(300.0, values.duration)
+    catch_up: bool = key(True, values.boolean)
+    min_success_rate: float = key(1.0, values.rate)
+    retries: int = key(0, values.int_in(0, 100))
+    retry_delay: float = key(60.0, values.duration)
+    retry_on: tuple[str, ...] = key((statuses.ERROR,), values.list_of(values.choice(*statuses.FAILURES)))
     run: str | None = key(None, kind="python")
-    params: Mapping[str, Any] = key(parse=_table, factory=dict, kind="python")
+    params: Mapping[str, Any] = key(parse=values.table, factory=dict, kind="python")
     command: tuple[str, ...] | str | None = key(None, _same, kind="command")  # shape: see `shell`
-    shell: bool = key(False, _bool, kind="command")
-    env: Mapping[str, str] = key(parse=_table_of_str, factory=dict, kind="command")
-    cwd: str | None = key(None, _plain, kind="command")
-    ok_exit_codes: tuple[int, ...] = key((0,), _list_of(_int_in(0, 255), False), kind="command")
-    warning_exit_codes: tuple[int, ...] = key((), _list_of(_int_in(0, 255)), kind="command")
+    shell: bool = key(False, values.boolean, kind="command")
+    env: Mapping[str, str] = key(parse=values.table_of_str, factory=dict, kind="command")
+    cwd: str | None = key(None, values.plain, kind="command")
+    ok_exit_codes: tuple[int, ...] = key((0,), values.list_of(values.int_in(0, 255), False), kind="command")
+    warning_exit_codes: tuple[int, ...] = key((), values.list_of(values.int_in(0, 255)), kind="command")
     checks: tuple[Check, ...] = key((), _same, kind="checks")
-    http: HttpSettings = key(parse=_table, factory=HttpSettings)
+    http: HttpSettings = key(parse=values.table, factory=HttpSettings)
     # Its table and the [daemon] / [http] defaults as written (${VAR} unexpanded), hashed:
     # whether a running daemon has this job as the config file now says.
     digest: str = field(default="", compare=False)
@@ -268,30 +119,30 @@ class JobSpec:
 @dataclass(frozen=True)
 class NotifySpec:
     url: str | None = key(None)
-    command: tuple[str, ...] | None = key(None, _list_of(_str, False))
+    command: tuple[str, ...] | None = key(None, values.list_of(values.string, False))
     on: tuple[str, ...] = key(
-        (statuses.ERROR, statuses.TIMEOUT, statuses.RECOVERED), _list_of(_choice(*NOTIFY_ON))
+        (statuses.ERROR, statuses.TIMEOUT, statuses.RECOVERED), values.list_of(values.choice(*NOTIFY_ON))
     )
-    jobs: tuple[str, ...] = key(("*",), _list_of(_str))
+    jobs: tuple[str, ...] = key(("*",), values.list_of(values.string))
 
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    database: Path = key(parse=_plain, factory=default_database)
-    python_path: tuple[str, ...] = key((), _list_of(_plain))
-    timezone: str = key("local", _timezone)
-    log_level: str = key("info", _choice("debug", "info", "warning", "error"))
-    log_format: str = key("auto", _choice("text", "json", "auto"))
-    default_timeout: float = key(1800.0, _duration)
-    heartbeat_interval: float = key(5.0, _duration)
-    reaper_interval: float = key(60.0, _duration)
-    orphan_after: float = key(120.0, _duration)
-    abort_grace: float = key(10.0, _duration)
-    max_concurrent_runs: int = key(8, _int_in(1, 10000))
-    on_stop: str = key("cancel", _choice("cancel", "finish"))
+    database: Path = key(parse=values.plain, factory=default_database)
+    python_path: tuple[str, ...] = key((), values.list_of(values.plain))
+    timezone: str = key("local", values.timezone)
+    log_level: str = key("info", values.choice("debug", "info", "warning", "error"))
+    log_format: str = key("auto", values.choice("text", "json", "auto"))
+    default_timeout: float = key(1800.0, values.duration)
+    heartbeat_interval: float = key(5.0, values.duration)
+    reaper_interval: float = key(60.0, values.duration)
+    orphan_after: float = key(120.0, values.duration)
+    abort_grace: float = key(10.0, values.duration)
+    max_concurrent_runs: int = key(8, values.int_in(1, 10000))
+    on_stop: str = key("cancel", values.choice("cancel", "finish"))
     keep_history: float = key(90 * 86400.0, parse_duration)  # 0 = keep everything
-    group_access: bool = key(False, _bool)
-    max_leaked_threads: int = key(4, _int_in(1, 10000))
+    group_access: bool = key(False, values.boolean)
+    max_leaked_threads: int = key(4, values.int_in(1, 10000))
 
 
 @dataclass(frozen=True)
@@ -359,7 +210,7 @@ class _Loader:
     def section(self, raw, keys: Mapping[str, Callable], where: str) -> dict:
         """Check a table's keys and parse each value; return {key: clean value}."""
         if not isinstance(raw, dict):
-            self.fail(where, f"expected a table, got {_type_name(raw)}")
+            self.fail(where, f"expected a table, got {values.type_name(raw)}")
         clean = {}
         for key, value in raw.items():
             if key not in keys:
@@ -491,9 +342,9 @@ class _Loader:
         return Check(**spec)
 
 
-def database_of(path: Path) -> Path:
-    """The `[daemon] database` of a config that fails validation but is valid TOML, so a
-    query can still read the history (ConfigError when even that cannot be read)."""
+def daemon_database_as_written(path: Path) -> str:
+    """The `[daemon] database` of a config that is valid TOML but may fail validation
+    ("" when it names none); ConfigError when even that cannot be read."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -501,42 +352,9 @@ def database_of(path: Path) -> Path:
     loader = _Loader(path, os.environ, env_required=False)
     daemon = data.get("daemon") if isinstance(data.get("daemon"), dict) else {}
     try:
-        value = _plain(loader.interpolate(daemon.get("database", ""), "[daemon].database", secret=False))
+        return values.plain(loader.interpolate(daemon.get("database", ""), "[daemon].database", secret=False))
     except ValueError as e:
         raise ConfigError(f'{path}: [daemon]: key "database": {e}') from None
-    return (path.parent / value).absolute() if value else default_database()
-
-
-def prepare_database_directory(config: Config) -> None:
-    """The database's directory, made if missing: the default state directory whole, a
-    configured one only itself (a typo'd path must not grow a tree). ConfigError naming
-    the key when it cannot be."""
-    from beaconlite.errors import StoreError
-    from beaconlite.store import ensure_directory
-
-    settings = config.daemon
-    try:
-        whole = settings.database == default_database()
-        ensure_directory(settings.database.parent, settings.group_access, parents=whole)
-    except StoreError as e:
-        raise ConfigError(f'{config.path}: [daemon]: key "database": {e}') from None
-
-
-def refuse_open_config(path: Path) -> None:
-    """The config decides what commands run: like sshd with its keys, refuse one that every
-    user can write, or that sits in a directory every user can write (unless the directory
-    has the sticky bit, as /tmp does). Group write is allowed (umask 002 is common)."""
-    for target, what in ((path, "config file"), (path.absolute().parent, "directory of the config file")):
-        try:
-            mode = target.stat().st_mode
-        except OSError as e:
-            raise ConfigError(f"{target}: cannot stat the {what}: {e.strerror}") from None
-        sticky_dir = stat.S_ISDIR(mode) and mode & stat.S_ISVTX
-        if mode & stat.S_IWOTH and not sticky_dir:
-            raise ConfigError(
-                f"{target}: the {what} is writable by every user (mode {stat.S_IMODE(mode):04o}); "
-                f"anyone could change what the daemon runs: chmod o-w {target}"
-            )
 
 
 def load_config(
@@ -548,7 +366,7 @@ def load_config(
     and the database, not the secrets an administrator's shell does not have.
     """
     path = Path(path)
-    if control_character(str(path.absolute())) is not None:
+    if values.control_character(str(path.absolute())) is not None:
         raise ConfigError(f"{str(path)!r}: a config path may not hold a control character")
     try:
         text = path.read_text(encoding="utf-8")

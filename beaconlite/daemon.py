@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass
 
 from beaconlite import __version__, clock, journal, loader, logs, reaper, sdnotify, store, timing
-from beaconlite.config import Config, prepare_database_directory
+from beaconlite.config import Config
 from beaconlite.errors import WriteFailed
 from beaconlite.inbox import Inbox
 from beaconlite.loader import Code
 from beaconlite.lock import DaemonLock
 from beaconlite.notify import Notifier
+from beaconlite.places import prepare_database_directory
 from beaconlite.redaction import Redactor
 from beaconlite.reloading import Reloading, compare
 from beaconlite.render import iso
@@ -299,22 +300,11 @@ class Daemon:
             self._due["prune"] = tick.clocks.monotonic + timing.FIRST_PRUNE
         if keep and tick.clocks.monotonic >= self._due["prune"]:
             self._due["prune"] = tick.clocks.monotonic + timing.PRUNE_EVERY
-            self._prune_in_background(tick.now - keep)
+            store.prune_in_background(tick.now - keep)
 
     def _publish(self, tick: Tick | None) -> None:
         """The job list and next fire times, for `status` (written only when they change)."""
-        nxt = self.scheduler.next_fire_times()
-        states = [
-            {
-                "name": j.name,
-                "schedule": j.schedule,
-                "enabled": int(j.enabled),
-                "next_run_at": nxt.get(j.name),
-                "timezone": j.timezone,
-                "spec": j.digest,
-            }
-            for j in self.config.jobs
-        ]
+        states = store.job_states_of(self.config.jobs, self.scheduler.next_fire_times())
         key = repr(states)
         if key != self._published:
             store.save_job_states(states)
@@ -351,21 +341,6 @@ class Daemon:
 
     def _reap(self, now: float) -> None:
         reaper.reap(reaper.find_orphans(now, self.host, daemon_lock_free=True, own=self._own()), now)
-
-    def _prune_in_background(self, before: float) -> None:
-        def prune():
-            try:
-                count = store.prune(before)
-                log.info("pruned %d finished run(s) older than keep_history", count, extra={"event": "prune"})
-            except Exception:
-                log.exception("prune failed")
-            finally:
-                store.close()
-
-        try:
-            threading.Thread(target=prune, name="prune", daemon=True).start()
-        except RuntimeError as e:
-            log.warning("cannot start the prune thread: %s; trying again tomorrow", e)
 
     def _status_line(self) -> str:
         live = len(self.runner.live_runs())
@@ -479,19 +454,7 @@ class Daemon:
     def _mark_stopped(self) -> None:
         try:
             store.stop_instance(self.instance, clock.wall())
-            store.save_job_states(
-                [
-                    {
-                        "name": j.name,
-                        "schedule": j.schedule,
-                        "enabled": int(j.enabled),
-                        "next_run_at": None,
-                        "timezone": j.timezone,
-                        "spec": j.digest,
-                    }
-                    for j in self.config.jobs
-                ]
-            )
+            store.save_job_states(store.job_states_of(self.config.jobs, {}))  # nothing will fire
         except WriteFailed as e:  # the next start sees the lock free: this instance is gone
             log.warning("could not mark this instance stopped: %s", e)
 

@@ -12,9 +12,10 @@ import socket
 import threading
 
 from beaconlite import __version__, clock, loader, store, timing
-from beaconlite.config import Config, JobSpec, prepare_database_directory
+from beaconlite.config import Config, JobSpec
 from beaconlite.errors import RunCancelled, WriteFailed
 from beaconlite.lock import DaemonLock
+from beaconlite.places import prepare_database_directory
 from beaconlite.runner import Runner
 
 

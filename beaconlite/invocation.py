@@ -31,8 +31,8 @@ def load_config(required: bool = True):
     ``required``: a command that runs jobs needs a valid config with every ${VAR}. A query
     needs no secrets, and reads the database of an invalid config, with a warning.
     """
-    from beaconlite.config import config_search_path, database_of, find_config
     from beaconlite.config import load_config as load
+    from beaconlite.places import config_search_path, database_of, find_config
 
     meta = _meta()
     explicit = meta.get("config")
@@ -57,7 +57,7 @@ def load_config(required: bool = True):
 
 def database_path(config) -> Path:
     """The database this invocation reads or changes (saying so when it is a default)."""
-    from beaconlite.config import default_database
+    from beaconlite.places import default_database
 
     meta = _meta()
     if "database" in meta:

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from beaconlite import timing
-from beaconlite.config import Config, control_character
+from beaconlite.config import Config
 from beaconlite.errors import BeaconError, ConfigError
+from beaconlite.values import control_character
 
 LABEL = "org.beaconlite.daemon"
 SERVICE_USER = "beaconlite"

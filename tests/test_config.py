@@ -8,9 +8,9 @@ from beaconlite.config import (
     DaemonSettings,
     HttpSettings,
     JobSpec,
-    find_config,
     load_config,
 )
+from beaconlite.places import find_config
 
 MINIMAL_JOB = """
 [[jobs]]

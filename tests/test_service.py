@@ -301,7 +301,7 @@ def test_a_config_every_user_can_write_is_refused(make_config, tmp_path, what):
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "writable by every user" in out.stderr and "chmod o-w" in out.stderr
     os.chmod(target, (os.stat(target).st_mode | 0o020) & ~0o002)  # group write is fine
-    from beaconlite.config import refuse_open_config
+    from beaconlite.places import refuse_open_config
 
     refuse_open_config(config)  # no error
     sticky = tmp_path / "sticky"

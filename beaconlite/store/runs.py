@@ -3,6 +3,8 @@ CLI requests to the daemon, the published job list, pruning."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterable
 
@@ -10,7 +12,9 @@ from peewee import IntegrityError, fn
 
 from beaconlite.errors import Paused, RunEnded, SlotTaken
 from beaconlite.statuses import ABORTED, RUNNING, SKIPPED
-from beaconlite.store.schema import Instance, JobState, Pause, Request, Run, Step, write
+from beaconlite.store.schema import Instance, JobState, Pause, Request, Run, Step, close, write
+
+log = logging.getLogger("beaconlite.store")
 
 
 def register_instance(kind: str, pid: int, host: str, version: str, orphan_after: float, now: float) -> int:
@@ -311,12 +315,45 @@ def withdraw_request(request_id: int) -> bool:
         return Request.delete().where(Request.id == request_id, Request.taken_at.is_null()).execute() == 1
 
 
+def job_states_of(jobs, fires: dict[str, float | None]) -> list[dict]:
+    """The rows the daemon publishes for its jobs (JobSpecs) and their next fire times."""
+    return [
+        {
+            "name": j.name,
+            "schedule": j.schedule,
+            "enabled": int(j.enabled),
+            "next_run_at": fires.get(j.name),
+            "timezone": j.timezone,
+            "spec": j.digest,
+        }
+        for j in jobs
+    ]
+
+
 def save_job_states(states: list[dict]) -> None:
     """Replace the daemon's published job list (at start, reload and when a fire time moves)."""
     with write():
         JobState.delete().execute()
         if states:
             JobState.insert_many(states).execute()
+
+
+def prune_in_background(before: float) -> None:
+    """The daemon's daily prune, on a thread of its own (it yields between its batches)."""
+
+    def work():
+        try:
+            count = prune(before)
+            log.info("pruned %d finished run(s) older than keep_history", count, extra={"event": "prune"})
+        except Exception:  # a loop boundary: tomorrow's prune tries again
+            log.exception("prune failed")
+        finally:
+            close()
+
+    try:
+        threading.Thread(target=work, name="prune", daemon=True).start()
+    except RuntimeError as e:
+        log.warning("cannot start the prune thread: %s; trying again tomorrow", e)
 
 
 def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
