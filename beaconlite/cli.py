@@ -363,26 +363,21 @@ def health(as_prometheus, as_json):
     """The health verdict and metrics; exit 0 healthy, 1 not."""
     from beaconlite import health as health_check
     from beaconlite import store
-    from beaconlite.config import DaemonSettings
     from beaconlite.errors import StoreError
 
     config = load_config(required=False)
     path = database_path(config)
+    now, readable = time.time(), True
     try:
         store.open_reader(path)
-        settings = config.daemon if config else DaemonSettings()
-        problems, metrics = health_check.check(
-            time.time(), store.known_jobs(config), settings.abort_grace, lock_free(path)
-        )
+        verdict = health_check.assess(config, now, lock_free(path))
     except StoreError as e:
-        problems, metrics = [f"database unreadable: {e}"], dict.fromkeys(health_check.METRICS)
-    healthy = not problems
+        verdict, readable = health_check.unreadable(e), False
     if as_prometheus:
-        click.echo(health_check.prometheus(healthy, metrics))
+        click.echo(health_check.prometheus_text(config, verdict, now, readable), nl=False)
         return ExitStatus.OK
-    value = {"healthy": healthy, "problems": problems, "metrics": metrics}
-    emit(value, as_json, render.health_text(healthy, problems, metrics))
-    return ExitStatus.OK if healthy else ExitStatus.NEGATIVE
+    emit(render.health_json(verdict), as_json, render.health_text(verdict))
+    return ExitStatus.OK if verdict.healthy else ExitStatus.NEGATIVE
 
 
 @cli.group()

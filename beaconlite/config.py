@@ -146,12 +146,24 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    listen: str = key("", values.listen)  # "HOST:PORT"; empty: no endpoint
+    token: str = key("")  # required when listen is set; a secret
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     jobs: tuple[JobSpec, ...] = ()
     notify: tuple[NotifySpec, ...] = ()
+    web: WebSettings = field(default_factory=WebSettings)
     secrets: frozenset[str] = frozenset()  # every ${ENV} value: redacted wherever we write
 
     def job(self, name: str) -> JobSpec | None:
@@ -167,7 +179,8 @@ KIND_KEYS = {
     kind: {f.name for f in fields(JobSpec) if f.metadata.get("kind") == kind}
     for kind in ("python", "command", "checks")
 }
-TOP_KEYS = ("daemon", "http", "jobs", "notify")
+WEB = keys(WebSettings)
+TOP_KEYS = ("daemon", "http", "jobs", "notify", "web")
 PATH_KEYS = ("database", "python_path")  # [daemon] paths: ${VAR} in them is no secret (SPEC 2)
 
 
@@ -267,7 +280,16 @@ class _Loader:
             if ("url" in spec) == ("command" in spec):
                 self.fail(where, 'needs exactly one of "url" or "command"')
             notify.append(NotifySpec(**spec))
-        return Config(self.path, daemon_settings, http, tuple(jobs), tuple(notify), frozenset(self.secrets))
+        web = WebSettings(**self.section(data.get("web", {}), WEB, "[web]"))
+        if web.listen and not web.token:
+            self.fail(
+                "[web]", 'key "token": required when "listen" is set (every path but /healthz needs it)'
+            )
+        if web.token:
+            self.secrets.add(web.token)
+        return Config(
+            self.path, daemon_settings, http, tuple(jobs), tuple(notify), web, frozenset(self.secrets)
+        )
 
     def job(self, raw, index: int, daemon: DaemonSettings, http: HttpSettings) -> JobSpec:
         name = raw.get("name") if isinstance(raw, dict) else None

@@ -8,6 +8,7 @@ database, so that an outage is never mistaken for a freeze. ``tick(clocks)`` run
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from beaconlite import __version__, clock, journal, loader, logs, reaper, sdnotify, store, timing
 from beaconlite.config import Config
-from beaconlite.errors import WriteFailed
+from beaconlite.errors import ConfigError, Refused, WriteFailed
 from beaconlite.inbox import Inbox
 from beaconlite.loader import Code
 from beaconlite.lock import DaemonLock
@@ -30,6 +31,8 @@ from beaconlite.render import iso
 from beaconlite.runner import RunEnd, Runner
 from beaconlite.scheduler import Scheduler
 from beaconlite.slots import Slots
+from beaconlite.webapp import DaemonView, WebApp
+from beaconlite.webserver import Server
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class Daemon:
         self._failing: set[str] = set()  # duties whose last run raised (logged once)
         self._leaked_written = 0
         self._database_id: tuple[int, int] | None = None
+        self.web: Server | None = None
 
     @property
     def tick_interval(self) -> float:
@@ -109,6 +113,7 @@ class Daemon:
                 "tightened the mode of %s from %04o to %04o", path, old, new, extra={"event": "store.mode"}
             )
         store.open_writer(settings.database, settings.group_access)
+        self.web = self._start_web()  # before anything is recorded: a bad address stops the start
         self._database_id = self._stat_database()
         journal.replay(settings.database)  # ends a stop could not write, before the reaper
         now = self.started_at = clock.wall()
@@ -140,6 +145,30 @@ class Daemon:
             extra={"event": "daemon.start"},
         )
         sdnotify.notify("READY=1", f"STATUS={self._status_line()}")
+
+    def _start_web(self) -> Server | None:
+        settings = self.config.web
+        if not settings.listen:
+            return None
+        view = DaemonView(
+            lambda: self.config, self.config.daemon.database, self.host, self._wake.set, self._web_reap
+        )
+        try:
+            server = Server(*settings.address, WebApp(view))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise Refused(f"[web] listen = {settings.listen}: the address is in use") from None
+            raise ConfigError(
+                f'{self.config.path}: [web]: key "listen": {settings.listen}: {e.strerror}'
+            ) from None
+        server.start()
+        log.info("web endpoint on http://%s", settings.listen, extra={"event": "web.start"})
+        return server
+
+    def _web_reap(self, dry_run: bool) -> list:
+        now = clock.wall()
+        orphans = reaper.find_orphans(now, self.host, daemon_lock_free=True, own=self._own())
+        return orphans if dry_run else reaper.reap(orphans, now)
 
     def request_stop(self, exit_code: int = 0) -> None:
         self.exit_code = max(self.exit_code, exit_code)
@@ -402,6 +431,8 @@ class Daemon:
         )
         unwritten: list[dict] = []
         try:
+            if self.web is not None:
+                self.web.stop()
             self.scheduler.shutdown()
             with store.patience(timing.FIRE_WRITE_WAIT):
                 unwritten += self.slots.drop_pending("the daemon is stopping", clock.wall())

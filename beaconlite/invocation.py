@@ -122,12 +122,10 @@ def when_arg(value: str, what: str, tz) -> float:
         raise click.BadParameter(str(e), param_hint=what) from None
 
 
-def since_arg(value: str | None, tz) -> float | None:
-    """`--since`: a duration back from now ("90m", "2w") or a date/time ("2026-11-24")."""
+def since_value(value: str, tz) -> float:
+    """A duration back from now ("90m", "2w") or a date/time ("2026-11-24", read in ``tz``)."""
     from beaconlite.durations import parse_duration, parse_when
 
-    if value is None:
-        return None
     try:
         return time.time() - parse_duration(value)
     except ValueError:
@@ -135,10 +133,19 @@ def since_arg(value: str | None, tz) -> float | None:
     try:
         return parse_when(value, tz or _host_zone())
     except ValueError:
-        raise click.BadParameter(
-            f'{value!r} is neither a duration ("90m", "1d", "2w") nor a date/time ("2026-11-24T08:00")',
-            param_hint="--since",
+        raise ValueError(
+            f'{value!r} is neither a duration ("90m", "1d", "2w") nor a date/time ("2026-11-24T08:00")'
         ) from None
+
+
+def since_arg(value: str | None, tz) -> float | None:
+    """`--since`, or a usage error (exit 2)."""
+    if value is None:
+        return None
+    try:
+        return since_value(value, tz)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
 
 
 def _host_zone():

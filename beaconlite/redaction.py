@@ -6,13 +6,14 @@ with others (``Redactor.line`` does the folding itself, in that order; ``Redacto
 walks a summary or a payload). A secret is every ``${ENV}`` value of the config, every
 header value a run sends, and URL credentials. It is caught as written, line by line when
 it spans lines, and in the encodings beaconlite itself produces (URL percent-encoding, JSON
-string escaping). A text that begins where something was cut off (an output tail) has a
-secret's cut-off end masked too. Secrets of one or two characters are not masked: they
-would mask everything.
+string escaping, HTML escaping on the web pages). A text that begins where something was
+cut off (an output tail) has a secret's cut-off end masked too. Secrets of one or two
+characters are not masked: they would mask everything.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ def variants(secret: str) -> set[str]:
     found |= {line.strip() for line in secret.splitlines()}  # a PEM key, line by line
     for form in list(found):
         found |= {quote_plus(form)} | {quote(form, safe=safe) for safe in _URL_SAFE}
-        found |= {json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1]}
+        found |= {json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1], html.escape(form)}
     return {v for v in found if len(v) >= MIN_SECRET}
 
 

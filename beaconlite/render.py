@@ -82,6 +82,11 @@ def run_detail_json(run, steps: list) -> dict:
     return out
 
 
+STATUS_JOB_KEYS = ("name", "schedule", "enabled", "timezone", "next_run_at", "last_status",
+                   "last_finished_at", "live_runs", "last_skip_reason", "paused", "paused_at",
+                   "paused_by", "loaded")  # fmt: skip
+
+
 def status_json(daemon, state: str, rows: list[dict], database) -> dict:
     return {
         "daemon": {
@@ -95,7 +100,7 @@ def status_json(daemon, state: str, rows: list[dict], database) -> dict:
         },
         "jobs": [
             {
-                **j,
+                **{key: j[key] for key in STATUS_JOB_KEYS},
                 "next_run_at": iso(j["next_run_at"]),
                 "last_finished_at": iso(j["last_finished_at"]),
                 "paused_at": iso(j["paused_at"]),
@@ -177,9 +182,13 @@ def reap_text(dry_run: bool, orphans: list, tz=None) -> str:
     return "\n".join(lines)
 
 
-def health_text(healthy: bool, problems: list[str], metrics: dict) -> str:
-    lines = ["healthy" if healthy else "unhealthy"] + [f"  problem: {p}" for p in problems]
-    return "\n".join(lines + [f"  {k}: {'-' if v is None else v}" for k, v in metrics.items()])
+def health_json(health) -> dict:
+    return {"healthy": health.healthy, "problems": health.problems, "metrics": health.metrics}
+
+
+def health_text(health) -> str:
+    lines = ["healthy" if health.healthy else "unhealthy"] + [f"  problem: {p}" for p in health.problems]
+    return "\n".join(lines + [f"  {k}: {'-' if v is None else v}" for k, v in health.metrics.items()])
 
 
 def check_config_json(config, fires: dict[str, list | None]) -> dict:

@@ -126,6 +126,20 @@ def timezone(v):
     return v
 
 
+def listen(v):
+    """ "HOST:PORT" for the web endpoint ("[::1]:9470" for IPv6); "" for none."""
+    text = string(v).strip()
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'{text!r} is not "HOST:PORT" (e.g. "127.0.0.1:9470")')
+    if control_character(host) or any(c.isspace() or c in "/?#@" for c in host):
+        raise ValueError(f"{text!r} has no usable host")
+    return text
+
+
 def expect_status(v):
     code = int_in(100, 599)
     return (code(v),) if not isinstance(v, list) else list_of(code, False)(v)

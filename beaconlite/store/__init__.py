@@ -24,6 +24,8 @@ from beaconlite.store.history import (
     latest_daemon,
     list_runs,
     previous_outcome,
+    recent_runs,
+    runs_by_job_since,
 )
 from beaconlite.store.runs import (
     add_request,
@@ -119,9 +121,11 @@ __all__ = [
     "paused_jobs",
     "resume_job",
     "pause_job",
+    "recent_runs",
     "record_skipped",
     "register_instance",
     "run_status",
+    "runs_by_job_since",
     "save_job_states",
     "set_leaked_threads",
     "start_run",

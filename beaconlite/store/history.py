@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from peewee import fn
 
-from beaconlite.statuses import ERROR, FAILURES, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, TIMEOUT
+from beaconlite.statuses import ERROR, FAILURES, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, SUCCESS, TIMEOUT
 from beaconlite.store.schema import Instance, JobState, Pause, Run, Step
 
 
@@ -110,6 +110,12 @@ def list_runs(
     return [(r, *counts.get(r.id, (0, 0))) for r in runs]
 
 
+def recent_runs(job: str, limit: int) -> list[dict]:
+    """A job's latest runs, newest first: what the status page's strip shows of each."""
+    fields = (Run.id, Run.status, Run.duration_s, Run.started_at, Run.finished_at)
+    return list(Run.select(*fields).where(Run.job == job).order_by(Run.id.desc()).limit(limit).dicts())
+
+
 def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
     run = Run.get_or_none(Run.id == run_id)
     if run is None:
@@ -134,6 +140,8 @@ def job_overview(config, running: bool) -> list[dict]:
         ]
         last_id = max((i for i in last_ids if i), default=None)
         last = Run.get_by_id(last_id) if last_id else None
+        success_id = last_ids[FINISHED.index(SUCCESS)]
+        success = last if last and last.id == success_id else Run.get_or_none(Run.id == success_id)
         skip = (
             Run.select(Run.error)
             .where(Run.job == name, Run.status == SKIPPED)
@@ -150,6 +158,8 @@ def job_overview(config, running: bool) -> list[dict]:
                 "next_run_at": pub.next_run_at if running and pub and enabled else None,
                 "last_status": last.status if last else None,
                 "last_finished_at": last.finished_at if last else None,
+                "last_duration_s": last.duration_s if last else None,
+                "last_success_at": success.finished_at if success else None,
                 "live_runs": live.get(name, 0),
                 "last_skip_reason": skip.error if skip else None,
                 "paused": pause is not None,
@@ -159,6 +169,20 @@ def job_overview(config, running: bool) -> list[dict]:
             }
         )
     return rows
+
+
+def runs_by_job_since(since: float) -> dict[str, dict[str, int]]:
+    """job -> status -> runs that finished since ``since`` (skips included)."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = (
+        Run.select(Run.job, Run.status, fn.COUNT(Run.id))
+        .where(Run.finished_at >= since)
+        .group_by(Run.job, Run.status)
+        .tuples()
+    )
+    for job, status, n in rows:
+        counts.setdefault(job, {})[status] = n
+    return counts
 
 
 def _jobs_with_digest(config, published: dict) -> list[tuple]:
