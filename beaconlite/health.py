@@ -28,6 +28,7 @@ class Health:
     problems: list[str]
     metrics: dict
     overdue: list[str] = field(default_factory=list)
+    runs_24h: dict[str, dict[str, int]] = field(default_factory=dict)  # job -> status -> runs
 
     @property
     def healthy(self) -> bool:
@@ -36,16 +37,17 @@ class Health:
 
 def _overdue(jobs: list[tuple[str, str | None, bool, str]], since: float, now: float) -> list[str]:
     """Jobs with two of their slots passed since their last start (or since `since`); a
-    paused job is owed nothing."""
+    paused job is owed nothing, and one resumed is owed nothing from before."""
     from beaconlite.cron import due_slots, parse_schedule, resolve_timezone
 
-    paused = store.paused_jobs()
+    pauses = store.pauses()
+    paused = {job for job, pause in pauses.items() if pause.resumed_at is None}
+    scheduled = [job for job in jobs if job[1] and job[2] and job[0] not in paused]
+    facts = store.job_facts([job[0] for job in scheduled])
     late = []
-    for name, schedule, enabled, zone in jobs:
-        if not schedule or not enabled or name in paused:
-            continue
-        last = store.last_start(name)
-        start = max(last or since, since, store.resumed_at(name) or since)
+    for name, schedule, _, zone in scheduled:
+        resumed = pauses[name].resumed_at if name in pauses else None
+        start = max(facts[name].started_at or since, since, resumed or since)
         slots, _ = due_slots(parse_schedule(schedule), resolve_timezone(zone), start, now, cap=2)
         if len(slots) >= 2:
             late.append(name)
@@ -87,12 +89,12 @@ def check(
         "long_running_runs": len(past),
         "leaked_threads": leaked,
         "overdue_jobs": len(overdue),
-        "runs_24h": counts["runs"],
-        "failed_24h": counts["error"],
-        "timeouts_24h": counts["timeout"],
-        "orphans_reaped_24h": counts["orphans"],
+        "runs_24h": counts.started,
+        "failed_24h": counts.finished(statuses.ERROR),
+        "timeouts_24h": counts.finished(statuses.TIMEOUT),
+        "orphans_reaped_24h": counts.orphans,
     }
-    return Health(problems, metrics, overdue)
+    return Health(problems, metrics, overdue, counts.by_job)
 
 
 def assess(config, now: float, lock_free: bool) -> Health:
@@ -110,10 +112,10 @@ def unreadable(error: Exception) -> Health:
 def prometheus_text(config, health: Health, now: float, readable: bool = True) -> str:
     """`health --prometheus` and `GET /metrics`: the gauges, and the per-job series."""
     if not readable:
-        return prometheus(health, [], {})
+        return prometheus(health, [])
     daemon, state = store.daemon_state(now)
     rows = store.job_overview(config, running=state == "running")
-    return prometheus(health, rows, store.runs_by_job_since(now - DAY))
+    return prometheus(health, rows)
 
 
 # -- the Prometheus text ------------------------------------------------------------------
@@ -138,9 +140,9 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
-def prometheus(health: Health, jobs: list[dict], counts: dict[str, dict[str, int]]) -> str:
+def prometheus(health: Health, jobs: list[dict]) -> str:
     """Every metric with HELP and TYPE (gauges: each says what is true now), per job by its
-    `job` label. ``jobs``: the `status` rows; ``counts``: job -> status -> runs in 24 h."""
+    `job` label. ``jobs``: the `status` rows."""
     out = [
         "# HELP beaconlite_healthy 1 when beaconlite health finds no problem.",
         "# TYPE beaconlite_healthy gauge",
@@ -173,7 +175,7 @@ def prometheus(health: Health, jobs: list[dict], counts: dict[str, dict[str, int
         samples["job_live_runs"].append(f'{{job="{name}"}} {job["live_runs"]}')
         samples["job_overdue"].append(f'{{job="{name}"}} {int(job["name"] in health.overdue)}')
         samples["job_paused"].append(f'{{job="{name}"}} {int(job["paused"])}')
-        for status, n in sorted(counts.get(job["name"], {}).items()):
+        for status, n in sorted(health.runs_24h.get(job["name"], {}).items()):
             samples["job_runs_24h"].append(f'{{job="{name}",status="{_label(status)}"}} {n}')
     for series, text in JOB_SERIES.items():
         if samples[series]:

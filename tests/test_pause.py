@@ -22,6 +22,7 @@ def test_pause_stops_firing_across_a_restart_and_resume_owes_nothing(daemon):
     assert not [r for r in d.runs("tick") if (r.started_at or r.finished_at) > paused_at]  # no row at all
     status = json.loads(cli("-c", d.config, "status", "--json").stdout)["jobs"][0]
     assert status["paused"] is True and "@" in status["paused_by"] and status["paused_at"].endswith("Z")
+    assert status["next_run_at"] is None  # nothing will fire
     assert "tick (paused)" in cli("-c", d.config, "status").stdout
     assert "already paused" in cli("-c", d.config, "pause", "tick").stdout
     assert d.stop() == 0

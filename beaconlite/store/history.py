@@ -3,10 +3,14 @@ daemon's state, 24 h counts. Every query here stays flat as the history grows.""
 
 from __future__ import annotations
 
-from peewee import fn
+from dataclasses import dataclass
 
-from beaconlite.statuses import ERROR, FAILURES, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, SUCCESS, TIMEOUT
-from beaconlite.store.schema import Instance, JobState, Pause, Run, Step
+from peewee import Select, ValuesList, fn
+
+from beaconlite.statuses import FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, SUCCESS, TIMEOUT
+from beaconlite.store.database import db
+from beaconlite.store.runs import paused_jobs
+from beaconlite.store.schema import Instance, JobState, Run, Step
 
 
 def instances(ids) -> dict[int, Instance]:
@@ -32,17 +36,6 @@ def daemon_state(now: float, lock_free: bool = False) -> tuple[Instance | None, 
     return daemon, "running"
 
 
-def last_start(job: str) -> float | None:
-    """When the job last started a run (skipped rows have no start)."""
-    row = (
-        Run.select(Run.started_at)
-        .where(Run.job == job, Run.started_at.is_null(False))
-        .order_by(Run.id.desc())
-        .first()
-    )
-    return row.started_at if row else None
-
-
 def previous_outcome(job: str, before_id: int) -> str | None:
     """The status of the job's last success, warning, error or timeout before this run."""
     latest = None
@@ -57,26 +50,31 @@ def previous_outcome(job: str, before_id: int) -> str | None:
     return latest[1] if latest else None
 
 
-def counts_since(since: float) -> dict[str, int]:
-    """Runs started, and errors, timeouts and reaped orphans finished, since ``since``."""
-    runs = Run.select().where(Run.started_at >= since).count()
-    by_status = dict(
-        Run.select(Run.status, fn.COUNT(Run.id))
-        .where(Run.finished_at >= since, Run.status.in_(FAILURES))
-        .group_by(Run.status)
-        .tuples()
-    )
-    orphans = (
-        Run.select()
-        .where(Run.finished_at >= since, Run.status == TIMEOUT, Run.error.startswith("orphaned:"))
-        .count()
-    )
-    return {
-        "runs": runs,
-        "error": by_status.get(ERROR, 0),
-        "timeout": by_status.get(TIMEOUT, 0),
-        "orphans": orphans,
-    }
+@dataclass
+class DayCounts:
+    """Runs of the last day: started, and finished by job and status."""
+
+    started: int
+    by_job: dict[str, dict[str, int]]  # job -> status -> runs finished (skips included)
+    orphans: int  # runs the reaper flipped to timeout
+
+    def finished(self, status: str) -> int:
+        return sum(per_job.get(status, 0) for per_job in self.by_job.values())
+
+
+def counts_since(since: float) -> DayCounts:
+    """Counted here from one walk of the time index, not by GROUP BY or a status filter:
+    those let the planner walk a (status, ...) index through the whole history instead."""
+    started = Run.select().where(Run.started_at >= since).count()
+    by_job: dict[str, dict[str, int]] = {}
+    orphans = 0
+    orphaned = (Run.status == TIMEOUT) & Run.error.startswith("orphaned:")
+    rows = Run.select(Run.job, Run.status, orphaned).where(Run.finished_at >= since)
+    for job, status, reaped in db.execute(rows):  # the cursor's tuples: a day can be many rows
+        per_job = by_job.setdefault(job, {})
+        per_job[status] = per_job.get(status, 0) + 1
+        orphans += bool(reaped)
+    return DayCounts(started, by_job, orphans)
 
 
 def _step_counts(run_ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -123,45 +121,88 @@ def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
     return run, list(Step.select().where(Step.run_id == run_id).order_by(Step.id))
 
 
+@dataclass
+class JobFacts:
+    """What the ledger says of one job, for `status`, `health` and the web endpoint."""
+
+    last: Run | None = None  # the latest run that started and finished
+    success: Run | None = None  # the latest success
+    skip: Run | None = None  # the latest skipped row
+    started_at: float | None = None  # when the latest run started
+    live: int = 0  # runs recorded as running
+
+
+_LATEST_OF = (*FINISHED, SKIPPED, RUNNING)
+_CHUNK = 400  # job names per statement: well inside every engine's parameter limit
+
+
+def job_facts(names: list[str]) -> dict[str, JobFacts]:
+    """Per job: its latest run of each status found with one statement per few hundred
+    jobs (a correlated MAX per status is one seek in (job, status, id)), then those rows
+    in one more. Flat however long the history is, and no query per job."""
+    latest: dict[str, dict[str, int]] = {}
+    for i in range(0, len(names), _CHUNK):
+        jobs = ValuesList([(n,) for n in names[i : i + _CHUNK]]).cte("j", columns=("name",))
+        columns = [
+            Run.select(fn.MAX(Run.id)).where((Run.job == jobs.c.name) & (Run.status == s)).alias(s)
+            for s in _LATEST_OF
+        ]
+        query = Select(from_list=[jobs], columns=[jobs.c.name, *columns]).with_cte(jobs)
+        for name, *ids in db.execute(query):
+            latest[name] = {s: i for s, i in zip(_LATEST_OF, ids) if i is not None}
+    wanted = {i for ids in latest.values() for i in ids.values()}
+    rows = _runs_by_id(wanted)
+    live = dict(Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == RUNNING).group_by(Run.job).tuples())
+    facts = {}
+    for name in names:
+        ids = latest.get(name, {})
+        last_id = max((ids[s] for s in FINISHED if s in ids), default=None)
+        started_id = max((ids[s] for s in (*FINISHED, RUNNING) if s in ids), default=None)
+        facts[name] = JobFacts(
+            last=rows.get(last_id),
+            success=rows.get(ids.get(SUCCESS)),
+            skip=rows.get(ids.get(SKIPPED)),
+            started_at=rows[started_id].started_at if started_id in rows else None,
+            live=live.get(name, 0),
+        )
+    return facts
+
+
+def _runs_by_id(ids: set[int]) -> dict[int, Run]:
+    fields = (Run.id, Run.status, Run.started_at, Run.finished_at, Run.duration_s, Run.error)
+    ordered, found = sorted(ids), {}
+    for i in range(0, len(ordered), _CHUNK):
+        found.update((r.id, r) for r in Run.select(*fields).where(Run.id.in_(ordered[i : i + _CHUNK])))
+    return found
+
+
 def job_overview(config, running: bool) -> list[dict]:
     """Per job (the config's, or those the daemon published): schedule, zone, next fire
-    (only while a daemon runs: otherwise nothing will fire), last status (skips ignored),
+    (only while a daemon runs and the job is neither disabled nor paused: otherwise nothing
+    will fire), last status (skips ignored),
     when it finished, live runs, last skip reason, pause, and whether the running daemon
     has the job as the config says (``loaded``)."""
     published = {s.name: s for s in job_states()}
-    paused = {p.job: p for p in Pause.select().where(Pause.resumed_at.is_null())}
-    live = dict(Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == RUNNING).group_by(Run.job).tuples())
+    paused = paused_jobs()
+    jobs = _jobs_with_digest(config, published)
+    facts = job_facts([job[0] for job in jobs])
     rows = []
-    for name, schedule, enabled, zone, digest in _jobs_with_digest(config, published):
-        # One indexed MAX per status: (job, status, id) makes each a single seek, so this
-        # stays flat however long a job's history is.
-        last_ids = [
-            Run.select(fn.MAX(Run.id)).where(Run.job == name, Run.status == s).scalar() for s in FINISHED
-        ]
-        last_id = max((i for i in last_ids if i), default=None)
-        last = Run.get_by_id(last_id) if last_id else None
-        success_id = last_ids[FINISHED.index(SUCCESS)]
-        success = last if last and last.id == success_id else Run.get_or_none(Run.id == success_id)
-        skip = (
-            Run.select(Run.error)
-            .where(Run.job == name, Run.status == SKIPPED)
-            .order_by(Run.id.desc())
-            .first()
-        )
-        pub, pause = published.get(name), paused.get(name)
+    for name, schedule, enabled, zone, digest in jobs:
+        fact, pub, pause = facts[name], published.get(name), paused.get(name)
+        last = fact.last
         rows.append(
             {
                 "name": name,
                 "schedule": schedule,
                 "enabled": enabled,
                 "timezone": zone,
-                "next_run_at": pub.next_run_at if running and pub and enabled else None,
+                "next_run_at": pub.next_run_at if running and pub and enabled and not pause else None,
                 "last_status": last.status if last else None,
                 "last_finished_at": last.finished_at if last else None,
                 "last_duration_s": last.duration_s if last else None,
-                "last_success_at": success.finished_at if success else None,
-                "live_runs": live.get(name, 0),
-                "last_skip_reason": skip.error if skip else None,
+                "last_success_at": fact.success.finished_at if fact.success else None,
+                "live_runs": fact.live,
+                "last_skip_reason": fact.skip.error if fact.skip else None,
                 "paused": pause is not None,
                 "paused_at": pause.paused_at if pause else None,
                 "paused_by": pause.paused_by if pause else None,
@@ -169,20 +210,6 @@ def job_overview(config, running: bool) -> list[dict]:
             }
         )
     return rows
-
-
-def runs_by_job_since(since: float) -> dict[str, dict[str, int]]:
-    """job -> status -> runs that finished since ``since`` (skips included)."""
-    counts: dict[str, dict[str, int]] = {}
-    rows = (
-        Run.select(Run.job, Run.status, fn.COUNT(Run.id))
-        .where(Run.finished_at >= since)
-        .group_by(Run.job, Run.status)
-        .tuples()
-    )
-    for job, status, n in rows:
-        counts.setdefault(job, {})[status] = n
-    return counts
 
 
 def _jobs_with_digest(config, published: dict) -> list[tuple]:

@@ -141,8 +141,13 @@ def resume_job(job: str, now: float) -> bool:
         return Pause.update(resumed_at=now).where(Pause.job == job, Pause.resumed_at.is_null()).execute() == 1
 
 
+def pauses() -> dict[str, Pause]:
+    """Every job ever paused: paused now while ``resumed_at`` is null."""
+    return {p.job: p for p in Pause.select()}
+
+
 def paused_jobs() -> dict[str, Pause]:
-    return {p.job: p for p in Pause.select().where(Pause.resumed_at.is_null())}
+    return {job: p for job, p in pauses().items() if p.resumed_at is None}
 
 
 def _require_live(run_id: int) -> None:
