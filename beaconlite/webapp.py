@@ -4,7 +4,7 @@ shapes (``render`` builds both), the actions, metrics, and who may ask.
 Every path but /healthz and /static/ needs the token (``Authorization: Bearer TOKEN``, or
 HTTP Basic with the token as password), compared in constant time. A state-changing request
 is a POST with the token in its Authorization header, refused when an ``Origin`` header names
-another origin. Answers every poller asks for are computed at most once a second.
+another origin. Answers every poller asks for are computed by one request at a time, at most once a second.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -51,18 +51,28 @@ def _json(status: int, value, headers: dict | None = None) -> Response:
     return Response(status, (render.dumps(value) + "\n").encode(), headers={**SECURITY, **(headers or {})})
 
 
+@dataclass
+class _Shared:
+    """An answer every poller asks for: computed by one request at a time, reused for a
+    second."""
+
+    computing: threading.Lock = field(default_factory=threading.Lock)
+    answer: tuple[float, Response] | None = None  # (when its computation began, the answer)
+
+
 class WebApp:
     def __init__(self, view: DaemonView):
         self.view = view
-        self._cache: dict[str, tuple[float, Response]] = {}
-        self._lock = threading.Lock()
+        self._shared: dict[str, _Shared] = {}
+        self._changed_at = 0.0  # the last action through this endpoint: older answers are stale
+        self._redactor: tuple[Config, Redactor] | None = None
 
     # -- entry ----------------------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
         path = request.path
         if path == "/healthz":
-            return self._cached("healthz", self._healthz)
+            return self._shared_answer("healthz", self._healthz)
         if path == "/static/style.css":
             return Response(
                 200, pages.STYLE.encode(), "text/css; charset=utf-8", {"Cache-Control": "max-age=300"}
@@ -74,10 +84,12 @@ class WebApp:
                 return error(401, "a state-changing request carries the token in its Authorization header")
             if not self._same_origin(request):
                 return error(403, "cross-origin requests are refused")
-            return self._redact(self._post(request))
+            response = self._redact(self._post(request))
+            self._changed_at = time.monotonic()
+            return response
         if request.method not in ("GET", "HEAD"):
             return error(405, f"{request.method} is not answered here")
-        return self._redact(self._get(request))
+        return self._get(request)
 
     def _authorized(self, request: Request) -> bool:
         token = self.view.config().web.token.encode()
@@ -103,46 +115,61 @@ class WebApp:
         """The one redaction pass, over what leaves (rows are redacted already: this is for
         anything that was not, a job name's echo, an error text)."""
         if response.content_type.startswith(("application/json", "text/")):
-            redact = Redactor(self.view.config().secrets)
-            response.body = redact(response.body.decode("utf-8", "replace")).encode()
+            config = self.view.config()
+            if self._redactor is None or self._redactor[0] is not config:
+                self._redactor = (config, Redactor(config.secrets))
+            response.body = self._redactor[1](response.body.decode("utf-8", "replace")).encode()
         return response
 
-    def _cached(self, key: str, build: Callable[[], Response]) -> Response:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit and hit[0] > now:
-                return hit[1]
-        response = build()
-        with self._lock:
-            self._cache[key] = (now + CACHE_SECONDS, response)
-        return response
+    def _shared_answer(self, key: str, build: Callable[[], Response]) -> Response:
+        """However many pollers ask, one computes (redacted once) and the others reuse it for
+        a second; while it is recomputed they get the previous answer rather than wait, so
+        polling costs the daemon one computation a second per answer, never one per client.
+        After an action here (a trigger, a pause) only an answer computed since will do: the
+        page a button leads back to shows what the button did."""
+        shared = self._shared.setdefault(key, _Shared())
+        answer = shared.answer
+        if self._fresh(answer):
+            return answer[1]
+        current = answer is not None and answer[0] >= self._changed_at
+        if not shared.computing.acquire(blocking=not current):
+            return answer[1]
+        try:
+            if not self._fresh(shared.answer):
+                shared.answer = (time.monotonic(), self._redact(build()))
+            return shared.answer[1]
+        finally:
+            shared.computing.release()
+
+    def _fresh(self, answer: tuple[float, Response] | None) -> bool:
+        if answer is None or answer[0] < self._changed_at:
+            return False
+        return time.monotonic() < answer[0] + CACHE_SECONDS
 
     # -- reading --------------------------------------------------------------------------
 
     def _get(self, request: Request) -> Response:
         path, query = request.path, request.query
         if path == "/":
-            return self._cached("page", self._status_page)
+            return self._shared_answer("page", self._status_page)
         if path == "/api/status":
-            return self._cached("status", lambda: _json(200, self._status_json()))
+            return self._shared_answer("status", lambda: _json(200, self._status_json()))
         if path == "/api/health":
-            return self._cached("health", lambda: _json(200, render.health_json(self._health())))
+            return self._shared_answer("health", lambda: _json(200, render.health_json(self._health())))
         if path == "/metrics":
-            return self._cached("metrics", self._metrics)
+            return self._shared_answer("metrics", self._metrics)
         if path == "/api/runs":
-            return self._runs(query)
+            return self._redact(self._runs(query))
         if path.startswith("/api/runs/") or path.startswith("/runs/"):
             found = self._run(path.rsplit("/", 1)[1])
             if found is None:
-                return error(404, f"no run {path.rsplit('/', 1)[1]!r}")
+                return self._redact(error(404, f"no run {path.rsplit('/', 1)[1]!r}"))
             detail = render.run_detail_json(*found)
             if path.startswith("/api/"):
-                return _json(200, detail)
-            return Response(
-                200, pages.run_page(detail, self._zone()).encode(), "text/html; charset=utf-8", SECURITY
-            )
-        return error(404, f"no such path: {path}")
+                return self._redact(_json(200, detail))
+            page = pages.run_page(detail, self._zone())
+            return self._redact(Response(200, page.encode(), "text/html; charset=utf-8", SECURITY))
+        return self._redact(error(404, f"no such path: {path}"))
 
     def _zone(self):
         from beaconlite.cron import resolve_timezone

@@ -227,8 +227,10 @@ def test_a_thousand_idle_connections_and_slowloris_bind_nothing(web):
         assert threads_of(d.proc.pid) <= before + 2  # sockets, not threads
         heartbeat = json.loads(cli("-c", d.config, "status", "--json").stdout)["daemon"]["state"]
         assert heartbeat == "running"  # the tick kept its pace
-        t0 = time.monotonic()
-        wait_for(lambda: len(d.runs("tick")) > 0, 1, what="runs")
+        start = time.time()
+        fresh = lambda: [r for r in d.runs("tick") if r.scheduled_at > start and r.started_at]  # noqa: E731
+        wait_for(lambda: len(fresh()) >= 2, 5, what="runs while the sockets are open")
+        assert max(r.started_at - r.scheduled_at for r in fresh()) < 0.5  # the runs kept their time
     finally:
         for s in idle + trickle:
             s.close()
@@ -299,3 +301,59 @@ def test_polling_clients_never_stall_a_run(web):
         assert max(late) < 0.5, late
     finally:
         stop.set()
+
+
+def test_pollers_share_one_computation_and_never_wait_behind_it(make_config, tmp_db, monkeypatch):
+    """Twenty simultaneous pollers cost one status computation; while the next one is slow,
+    they get the previous answer at once; after an action, only a fresh answer will do."""
+    from beaconlite import store
+    from beaconlite.config import load_config
+    from beaconlite.webapp import CACHE_SECONDS, DaemonView, WebApp
+    from beaconlite.webserver import Request
+
+    config = load_config(make_config(f'[web]\nlisten = "127.0.0.1:1"\ntoken = "{TOKEN}"\n'))
+    app = WebApp(DaemonView(lambda: config, tmp_db, "here", wake=lambda: None, reap=lambda dry: []))
+    computing, release = [], threading.Event()
+    overview = store.job_overview
+
+    def slow_overview(*args, **kw):
+        computing.append(time.monotonic())
+        release.wait(10)
+        return overview(*args, **kw)
+
+    monkeypatch.setattr(store, "job_overview", slow_overview)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+
+    def poll_all(n=20):
+        answers = []
+        threads = [
+            threading.Thread(
+                target=lambda: answers.append(app(Request("GET", "/api/status", {}, auth, b"", "c")))
+            )
+            for _ in range(n)
+        ]
+        for t in threads:
+            t.start()
+        return threads, answers
+
+    threads, answers = poll_all()
+    wait_for(lambda: computing, 5, what="the first computation")
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert len(computing) == 1 and len(answers) == 20 and len({a.body for a in answers}) == 1
+
+    release.clear()
+    time.sleep(CACHE_SECONDS)  # the answer is a second old: the next poller recomputes
+    began = time.monotonic()
+    threads, answers = poll_all()
+    wait_for(lambda: len(answers) >= 19, 5, what="the pollers that need not wait")
+    assert time.monotonic() - began < 2 and len(computing) == 2  # one computes, nineteen reuse
+    release.set()
+    for t in threads:
+        t.join(10)
+
+    post = Request("POST", "/api/jobs/nope/pause", {}, auth, b"", "c")
+    assert app(post).status == 404
+    app(Request("GET", "/api/status", {}, auth, b"", "c"))
+    assert len(computing) == 3  # after an action, the answer is recomputed at once

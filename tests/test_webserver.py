@@ -58,7 +58,10 @@ def test_when_full_the_oldest_unfinished_connection_makes_room(server):
     try:
         assert ask(s.address, b"GET /hello HTTP/1.1\r\n\r\n").endswith(b"/hello")
         hogs[0].settimeout(2)
-        assert hogs[0].recv(100) == b""  # the oldest lost its place
+        try:  # the oldest lost its place: closed, or reset when its bytes were still unread
+            assert hogs[0].recv(100) == b""
+        except ConnectionResetError:
+            pass
     finally:
         for h in hogs:
             h.close()
