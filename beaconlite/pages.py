@@ -64,7 +64,11 @@ def status_page(state: dict, tz) -> str:
             '<section class="live"><h2>Live runs</h2><table><thead><tr><th>run</th><th>job</th>'
             f"<th>started</th><th>deadline</th><th></th></tr></thead><tbody>{rows}</tbody></table></section>"
         )
-    parts.append('<section class="jobs"><h2>Jobs</h2>')
+    legend = "".join(
+        f'<span class="key"><span class="run s-{status}"></span>{status}</span>'
+        for status in ("success", "warning", "error", "timeout", "cancelled", "skipped", "running")
+    )
+    parts.append(f'<section class="jobs"><h2>Jobs</h2><p class="legend">{legend}</p>')
     for job in state["jobs"]:
         parts.append(_job(job, state["strips"].get(job["name"], []), state["zones"].get(job["name"]), tz))
     parts.append("</section>")
@@ -158,7 +162,8 @@ pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; white-space: pre-wr
 .run { display: inline-block; width: 14px; height: 22px; border-radius: 2px; background: var(--off); }
 .s-success { background: var(--ok); } .s-warning { background: var(--warn); }
 .s-error { background: var(--bad); } .s-timeout { background: var(--timeout); }
-.s-running { background: var(--live); } .s-cancelled, .s-skipped { background: var(--off); }
+.s-running { background: var(--live); } .s-cancelled { background: var(--off); }
+.s-skipped { background: #d4d4d4; }
 tr.s-success, tr.s-warning, tr.s-error, tr.s-timeout, tr.s-running, tr.s-cancelled,
 tr.s-skipped { background: none; }
 .s-text-success { color: var(--ok); } .s-text-warning { color: #b07d00; } .s-text-error { color: var(--bad); }
@@ -166,5 +171,9 @@ tr.s-skipped { background: none; }
 button { font: inherit; padding: .2rem .7rem; border: 1px solid #bbb; border-radius: 4px;
          background: #fafafa; cursor: pointer; }
 button.cancel { border-color: var(--bad); color: var(--bad); }
-@media (max-width: 40rem) { body { padding: .5rem; } .head form { margin-left: 0; } }
+.daemon { overflow-wrap: anywhere; }
+.legend { display: flex; flex-wrap: wrap; gap: .3rem .9rem; color: var(--muted); font-size: .8rem; }
+.key { display: inline-flex; align-items: center; gap: .3rem; } .key .run { width: 10px; height: 12px; }
+@media (max-width: 40rem) { body { padding: .5rem; } th, td { padding: .3rem .25rem; }
+  .live th:nth-child(3), .live td:nth-child(3) { display: none; } }
 """

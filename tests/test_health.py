@@ -91,3 +91,75 @@ def test_health_unreadable_database(cli, tmp_path):
     bad.write_bytes(b"x" * 4096)
     code, value = health(cli, bad)
     assert code == 1 and value["problems"][0].startswith("database unreadable")
+
+
+def test_the_readme_alert_rules_fire_when_they_should(tmp_path):
+    """The README's three Prometheus rules, checked by promtool against the metric names
+    beaconlite serves: no success in twice the interval, unhealthy, leaked threads."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from beaconlite import health as health_module
+
+    if not shutil.which("promtool"):
+        pytest.skip("no promtool on this machine (apt-get install prometheus)")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rules = re.search(r"```yaml\n(groups:.*?)```", readme, re.S)[1]
+    (tmp_path / "rules.yml").write_text(rules)
+    served = health_module.prometheus(health_module.Health([], {"leaked_threads": 0}), [])
+    assert "beaconlite_healthy" in served and "beaconlite_leaked_threads" in served
+    assert "beaconlite_job_last_success_timestamp_seconds" in health_module.prometheus(
+        health_module.Health([], {}),
+        [{"name": "j", "last_success_at": 1.0, "last_finished_at": 1.0, "last_status": "success",
+          "live_runs": 0, "paused": False}],
+    )  # fmt: skip
+
+    def alert(name, labels, values):
+        summary = re.search(rf"alert: {name}\b.*?summary: \"(.*?)\"", rules, re.S)[1]
+        return {"exp_labels": labels, "exp_annotations": {"summary": summary.replace("{{ $value }}", values)}}
+
+    cases = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [  # a last success at 0 and none since; unhealthy, then 2 leaks
+                    {
+                        "series": 'beaconlite_job_last_success_timestamp_seconds{job="orders-integrity"}',
+                        "values": "0+0x60",
+                    },
+                    {"series": "beaconlite_healthy", "values": "1 1 1 0+0x10"},
+                    {"series": "beaconlite_leaked_threads", "values": "0 0 2+0x10"},
+                ],  # fmt: skip
+                "alert_rule_test": [
+                    {"eval_time": "33m", "alertname": "BeaconliteNoRecentSuccess", "exp_alerts": []},
+                    {
+                        "eval_time": "40m",
+                        "alertname": "BeaconliteNoRecentSuccess",
+                        "exp_alerts": [alert("BeaconliteNoRecentSuccess", {"job": "orders-integrity"}, "")],
+                    },
+                    {"eval_time": "2m", "alertname": "BeaconliteUnhealthy", "exp_alerts": []},
+                    {
+                        "eval_time": "6m",
+                        "alertname": "BeaconliteUnhealthy",
+                        "exp_alerts": [alert("BeaconliteUnhealthy", {}, "")],
+                    },
+                    {"eval_time": "1m", "alertname": "BeaconliteLeakedThreads", "exp_alerts": []},
+                    {
+                        "eval_time": "3m",
+                        "alertname": "BeaconliteLeakedThreads",
+                        "exp_alerts": [alert("BeaconliteLeakedThreads", {}, "2")],
+                    },
+                ],  # fmt: skip
+            }
+        ],
+    }
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    check = subprocess.run(
+        ["promtool", "test", "rules", "cases.json"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
