@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -167,7 +168,11 @@ class Config:
     secrets: frozenset[str] = frozenset()  # every ${ENV} value: redacted wherever we write
 
     def job(self, name: str) -> JobSpec | None:
-        return next((j for j in self.jobs if j.name == name), None)
+        return self._by_name.get(name)
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, JobSpec]:  # every fire looks its job up: not a walk of 10,000
+        return {j.name: j for j in self.jobs}
 
 
 DAEMON = keys(DaemonSettings)

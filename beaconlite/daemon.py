@@ -29,7 +29,7 @@ from beaconlite.redaction import Redactor
 from beaconlite.reloading import Reloading, compare
 from beaconlite.render import iso
 from beaconlite.runner import RunEnd, Runner
-from beaconlite.scheduler import Scheduler
+from beaconlite.scheduler import Fires, Scheduler
 from beaconlite.slots import Slots
 from beaconlite.webapp import DaemonView, WebApp
 from beaconlite.webserver import Server
@@ -78,7 +78,7 @@ class Daemon:
         self.runner: Runner | None = None
         self.slots: Slots | None = None
         self.scheduler: Scheduler | None = None
-        self._published: str | None = None
+        self._published: Config | None = None  # the config whose job list `status` reads
         self._last = clock.Clocks.read()
         self._last_gap: tuple[str | None, float] = (None, 0.0)
         self._due: dict[str, float] = {}  # duty -> monotonic time it is next due
@@ -127,7 +127,7 @@ class Daemon:
         self.slots = Slots(self.config, self.runner, notify=self.notifier.run_ended)
         self.inbox = Inbox(self.slots, self.runner, self.host, self.request_reload)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
-        self.scheduler = Scheduler(self._on_fire, gate)
+        self.scheduler = Scheduler(self._on_fires, gate)
         self.scheduler.sync(self.config.jobs)
         if handle_signals:
             self._install_signals()
@@ -257,7 +257,7 @@ class Daemon:
         self.slots.drop_refused(tick.now)
 
     def _deadlines(self, tick: Tick) -> None:
-        """Runs overdue by elapsed time (the Timer misses time asleep); runs past their grace."""
+        """Runs overdue by elapsed time (the alarm misses time asleep); runs past their grace."""
         self.runner.watch()
 
     def _pending_ends(self, tick: Tick) -> None:
@@ -332,12 +332,15 @@ class Daemon:
             store.prune_in_background(tick.now - keep)
 
     def _publish(self, tick: Tick | None) -> None:
-        """The job list and next fire times, for `status` (written only when they change)."""
-        states = store.job_states_of(self.config.jobs, self.scheduler.next_fire_times())
-        key = repr(states)
-        if key != self._published:
-            store.save_job_states(states)
-            self._published = key
+        """The job list and next fire times, for `status`: the whole list at the start and
+        after a reload, then only the fire times that moved."""
+        if self._published is not self.config:
+            store.save_job_states(store.job_states_of(self.config.jobs, self.scheduler.next_fire_times()))
+            self._published = self.config
+            return
+        moved = self.scheduler.changed_fire_times()
+        if moved:
+            store.save_fire_times(moved)
 
     # -- helpers of the duties ------------------------------------------------------------
 
@@ -348,17 +351,32 @@ class Daemon:
             return None
         return st.st_dev, st.st_ino
 
-    def _on_fire(self, job_name: str, slots: list[float]) -> None:
-        try:  # runs on APScheduler's thread: never let an error escape into it
-            why = "the scheduler fired late"
-            if len(slots) > 1:  # why several at once? APScheduler may wake before our tick
-                gap, seen_at = self._last_gap
-                recent = gap if clock.monotonic() - seen_at < 10 else None
-                why = clock.explain_gap(self._last, clock.Clocks.read(), self.tick_interval) or recent or why
-            with store.patience(timing.FIRE_WRITE_WAIT):
-                self.slots.fire(job_name, slots, clock.wall(), why)
-        except Exception:
-            log.exception("fire of %s failed", job_name)
+    def _on_fires(self, fires: Fires) -> None:
+        """Every due slot of one scheduler wake-up; their rows in a few transactions."""
+        why = "the scheduler fired late"
+        if any(len(slots) > 1 for _, slots in fires):  # why several at once? it may wake before our tick
+            gap, seen_at = self._last_gap
+            recent = gap if clock.monotonic() - seen_at < 10 else None
+            why = clock.explain_gap(self._last, clock.Clocks.read(), self.tick_interval) or recent or why
+        with self.runner.starting_together():
+            self._record_fires(fires, why)
+
+    def _record_fires(self, fires: Fires, why: str) -> None:
+        for i in range(0, len(fires), timing.FIRES_PER_TRANSACTION):
+            try:  # runs on APScheduler's thread: never let an error escape into it
+                with store.patience(timing.FIRE_WRITE_WAIT), store.batch():
+                    now = clock.wall()
+                    for job_name, slots in fires[i : i + timing.FIRES_PER_TRANSACTION]:
+                        try:
+                            self.slots.fire(job_name, slots, now, why)
+                        except WriteFailed:
+                            raise
+                        except Exception:
+                            log.exception("fire of %s failed", job_name)
+            except WriteFailed:
+                pass  # the batch's slots wait as unrecorded ones; the outage is logged once
+            except Exception:
+                log.exception("a batch of fires failed")
 
     def _on_end(self, end: RunEnd) -> None:
         if not self.slots.on_end(end):  # a run that will be retried is not an outcome yet
@@ -373,8 +391,8 @@ class Daemon:
 
     def _status_line(self) -> str:
         live = len(self.runner.live_runs())
-        times = [t for t in self.scheduler.next_fire_times().values() if t]
-        nxt = time.strftime("%H:%M:%S", time.localtime(min(times))) if times else "none"
+        earliest = self.scheduler.next_fire()
+        nxt = time.strftime("%H:%M:%S", time.localtime(earliest)) if earliest else "none"
         return f"{live} live run(s), next fire {nxt}"
 
     # -- reload and stop ------------------------------------------------------------------

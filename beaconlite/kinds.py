@@ -47,7 +47,7 @@ def run_command(run: RunControl, ctx: RunContext) -> dict:
         run.attach_process(proc)
         tail = process.Tail()
         try:
-            # The Timer does not count time asleep; the run's elapsed-time check does.
+            # The deadline alarm does not count time asleep; the run's elapsed-time check does.
             code = process.pump(proc, tail, run.enforce_deadline)
         finally:
             run.keep_output(*tail.text())

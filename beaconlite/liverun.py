@@ -2,9 +2,9 @@
 
 The abort (deadline, cancel, replace, stop) sets the run's abort flag, breaks off its HTTP
 and signals its process group (SIGTERM, then SIGKILL ``timing.KILL_AFTER`` later); the
-runner gives up on it ``abort_grace`` after that. A ``threading.Timer`` waits on the
-monotonic clock, which stops while the machine sleeps: checkpoints also compare elapsed
-time with the deadline.
+runner gives up on it ``abort_grace`` after that. Its deadline is an alarm (one thread
+rings every run's, ``alarms``) on the monotonic clock, which stops while the machine sleeps:
+checkpoints and the tick also compare elapsed time with the deadline.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from beaconlite import clock, process, store, timing
+from beaconlite import alarms, clock, process, timing
 from beaconlite.capture import RunOutput
 from beaconlite.config import Config, JobSpec
 from beaconlite.durations import format_duration
@@ -31,13 +31,15 @@ class LiveRun:
 
     Created and ended by the runner only; it implements ``RunControl`` for the run's
     context and job kind, and ``Runner.start`` hands it back as a handle (``ended``,
-    ``verdict``, ``abort``). What it cannot do itself goes back through two callbacks:
-    ``give_up`` (the abort's grace ran out) and ``disown`` (someone else ended the run).
+    ``verdict``, ``abort``). What it cannot do itself goes back through callbacks:
+    ``give_up`` (the abort's grace ran out), ``disown`` (someone else ended the run) and
+    ``aborting`` (it no longer counts against the job's and the daemon's limits).
     """
 
     def __init__(self, config: Config, run_id: int, job: JobSpec, trigger: str, scheduled_at: float,
                  attempt: int, started_at: float, target: Callable | None,
-                 give_up: Callable[[LiveRun], None], disown: Callable[[int, str | None], None]):  # fmt: skip
+                 give_up: Callable[[LiveRun], None], disown: Callable[[int, str | None], None],
+                 aborting: Callable[[LiveRun], None]):  # fmt: skip
         self.run_id = run_id
         self.job = job
         self.trigger = trigger
@@ -53,13 +55,13 @@ class LiveRun:
         self.abort_grace = config.daemon.abort_grace
         self._give_up = give_up
         self._disown = disown
+        self._aborting = aborting
         self.aborted: RunAborted | None = None
         self.aborted_elapsed: float | None = None
         self.work_done = False
         self.disowned: str | None = None  # the status someone else recorded for it
         self.verdict: Verdict | None = None  # decided (recorded, or pending)
         self.ended = threading.Event()  # the row is terminal (or lost to someone else)
-        self.recording = threading.Lock()  # one writer of its end at a time
         self.output: str | None = None  # a command's output tail, redacted
         self.captured = RunOutput()  # a Python run's ctx.log, print() and logging
         self.findings = Findings()
@@ -67,7 +69,7 @@ class LiveRun:
         self._lock = threading.Lock()
         self._process = None
         self._session = None
-        self._timers: list[threading.Timer] = []
+        self._timers: list[alarms.Alarm] = []
 
     # -- RunControl: what the run's own code calls -----------------------------------------
 
@@ -110,7 +112,7 @@ class LiveRun:
         return clock.elapsed() >= self.deadline_elapsed
 
     def enforce_deadline(self) -> None:
-        """Abort when the deadline passed by elapsed time (the Timer misses time asleep)."""
+        """Abort when the deadline passed by elapsed time (the alarm misses time asleep)."""
         if self.aborted is None and self.overdue():
             self.abort(RunTimeout, f"deadline of {format_duration(self.job.timeout)} passed")
 
@@ -152,6 +154,7 @@ class LiveRun:
             self.aborted = kind(reason)
             self.aborted_elapsed = clock.elapsed()
             session, proc = self._session, self._process
+        self._aborting(self)
         self.say(logging.INFO, "run.abort", "aborted: %s", reason)
         if session is not None:
             session.break_off()
@@ -175,27 +178,16 @@ class LiveRun:
         log.log(level, "%s: " + message, self.label, *args, extra=extra)
 
     def _later(self, delay: float, fn: Callable, *args) -> None:
-        """A timer thread; when none can start, the tick's watch does the same job later."""
-
-        def fire():
-            try:
-                fn(*args)
-            finally:
-                store.close()  # a timer thread may have opened a connection; it ends here
-
-        timer = threading.Timer(max(0.0, delay), fire)
-        timer.daemon = True
-        timer.name = f"run-{self.run_id}-timer"
+        """A timed action; when the alarm thread cannot start, the tick's watch does the
+        same job later."""
         try:
-            timer.start()
+            self._timers.append(alarms.runs.after(delay, fn, *args))
         except RuntimeError:
-            log.warning("%s: cannot start a timer thread; the tick will act instead", self.label)
-            return
-        self._timers.append(timer)
+            log.warning("%s: cannot start the alarm thread; the tick will act instead", self.label)
 
     def cancel_timers(self) -> None:
         for timer in self._timers:
-            timer.cancel()
+            alarms.runs.cancel(timer)
 
 
 class CannotStart(Exception):
@@ -204,19 +196,17 @@ class CannotStart(Exception):
 
 @contextmanager
 def deadline_scope(live: LiveRun):
-    """The run's deadline Timer for the duration of the block; its exit always cancels it."""
-    timer = threading.Timer(
-        max(0.0, live.deadline_elapsed - clock.elapsed()),
-        live.abort,
-        (RunTimeout, f"deadline of {format_duration(live.job.timeout)} passed"),
-    )
-    timer.daemon = True
-    timer.name = f"run-{live.run_id}-deadline"
+    """The run's deadline alarm for the duration of the block; its exit always cancels it."""
     try:
-        timer.start()
+        alarm = alarms.runs.after(
+            live.deadline_elapsed - clock.elapsed(),
+            live.abort,
+            RunTimeout,
+            f"deadline of {format_duration(live.job.timeout)} passed",
+        )
     except RuntimeError as e:
         raise CannotStart(f"cannot start a thread: {e}") from None
     try:
         yield
     finally:
-        timer.cancel()
+        alarms.runs.cancel(alarm)

@@ -1,6 +1,6 @@
 """One run, start to terminal status: the row first, then the work, then the verdict.
 
-Each run has its own daemon thread and a deadline ``threading.Timer``. The abort (deadline,
+Each run has its own daemon thread and a deadline alarm (``alarms``: one thread for all). The abort (deadline,
 cancel, replace, stop) sets the run's abort flag, breaks off its HTTP and signals its
 process group; if the run still has not ended ``abort_grace`` later, the runner records its
 status itself, logs where the thread is stuck, and counts it as leaked. Nothing ever waits
@@ -20,6 +20,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,13 @@ class Runner:
         self._live: dict[int, LiveRun] = {}  # working, or aborted and on its way out
         self._pending: dict[int, LiveRun] = {}  # ended, but the database refused the record
         self._leaked: list[LiveRun] = []
+        # Live runs not aborting, by job, and their number: what a fire's decision counts,
+        # kept as runs start and stop working (a burst must not walk every live run per fire).
+        self._working: dict[str, dict[int, LiveRun]] = {}
+        self._working_total = 0
+        self._together = threading.local()  # starting_together()'s runs, on its thread
+        self._ends_writer = False  # a thread is writing ends (record_pending)
+        self._ends_wanted = False  # an end was decided since the writer last looked
 
     def start(
         self, job: JobSpec, trigger: str, scheduled_at: float, attempt: int = 1, honour_pause: bool = False
@@ -86,20 +94,53 @@ class Runner:
         )
         target = self.code.targets.get(job.run) if job.kind == "python" else None
         live = LiveRun(
-            self.config, run_id, job, trigger, scheduled_at, attempt, now, target, self.give_up, self.disown
-        )
+            self.config, run_id, job, trigger, scheduled_at, attempt, now, target,
+            self.give_up, self.disown, self._not_working,
+        )  # fmt: skip
         with self._lock:
             self._live[run_id] = live
-        live.say(logging.INFO, "run.start", "started (%s)", trigger)
+            self._working.setdefault(job.name, {})[run_id] = live
+            self._working_total += 1
+        # In a batch (a burst of fires), the work starts once the row is committed; a lost
+        # batch means the row never existed: the run is forgotten, its slot accounted later.
+        store.if_lost(lambda cause: self._forget(live))
+        store.on_commit(lambda: self._begin_soon(live))
+        return live
+
+    @contextmanager
+    def starting_together(self):
+        """Runs this thread starts in the block begin their work at its end: a burst's
+        rows are all written before the first of its threads is started."""
+        self._together.runs = []
+        try:
+            yield
+        finally:
+            runs, self._together.runs = self._together.runs, None
+            for live in runs:
+                self._begin_work(live)
+
+    def _begin_soon(self, live: LiveRun) -> None:
+        together = getattr(self._together, "runs", None)
+        if together is None:
+            self._begin_work(live)
+        else:
+            together.append(live)
+
+    def _begin_work(self, live: LiveRun) -> None:
+        live.say(logging.INFO, "run.start", "started (%s)", live.trigger)
         try:
             live.thread = threading.Thread(
-                target=self._run, args=(live,), daemon=True, name=f"run-{run_id}-{job.name}"
+                target=self._run, args=(live,), daemon=True, name=f"run-{live.run_id}-{live.job.name}"
             )
             live.thread.start()
         except RuntimeError as e:
             live.thread = None
             self.end(live, self._failed(live, f"cannot start a thread: {e}"))
-        return live
+
+    def _forget(self, live: LiveRun) -> None:
+        self._not_working(live)
+        with self._lock:
+            self._live.pop(live.run_id, None)
 
     def live_runs(self) -> list[LiveRun]:
         """Runs whose end is not decided yet (pending ends are not live)."""
@@ -116,8 +157,17 @@ class Runner:
 
     def occupancy(self, job: str) -> tuple[list[int], int]:
         """(the job's live runs not already aborting, oldest first; such runs of every job)."""
-        working = [r for r in self.live_runs() if r.aborted is None]
-        return sorted(r.run_id for r in working if r.job.name == job), len(working)
+        with self._lock:
+            return sorted(self._working.get(job, ())), self._working_total
+
+    def _not_working(self, live: LiveRun) -> None:
+        """The run is aborting or has ended: it no longer counts in ``occupancy``."""
+        with self._lock:
+            runs = self._working.get(live.job.name)
+            if runs is not None and runs.pop(live.run_id, None) is not None:
+                self._working_total -= 1
+                if not runs:
+                    del self._working[live.job.name]
 
     def abort(self, run_id: int, kind: type[RunAborted], reason: str) -> bool:
         """Abort a live run of this process; False when it is not (or no longer) live."""
@@ -130,7 +180,7 @@ class Runner:
             return len(self._leaked)
 
     def watch(self) -> None:
-        """The tick's look at live runs: abort the overdue (the Timer misses time asleep) and
+        """The tick's look at live runs: abort the overdue (the alarm misses time asleep) and
         give up on those aborted longer than their grace ago (in case no timer could start)."""
         now = clock.elapsed()
         for live in self.live_runs():
@@ -225,43 +275,76 @@ class Runner:
             )  # fmt: skip
             return
         live.cancel_timers()
+        self._not_working(live)
         with self._lock:
             self._live.pop(live.run_id, None)
             self._pending[live.run_id] = live
-        self._record(live)
+        self.record_pending()  # this end, and any others decided meanwhile
 
-    def _record(self, live: LiveRun) -> bool:
-        """Write a decided end; False (kept pending) when the database refuses it.
+    def record_pending(self) -> int:
+        """Write every decided end not recorded yet; how many are left.
 
-        The run's own thread and the tick (retrying pending ends) may both get here: one
-        records, the other finds it done. Its follow-ups (a retry, notifications) run once.
+        One thread at a time writes ends, many in one transaction (a burst of 10,000 runs
+        ending at once must not queue 10,000 transactions on the write lock, each waiting
+        for the interpreter). A thread that finds another writing leaves its end to it:
+        the writer looks again before it stops. A refused batch stays pending for the tick.
+        Each end's follow-ups (a retry, notifications) run once, after its commit.
         """
-        with live.recording:
-            if live.ended.is_set():
-                return True
-            return self._record_once(live)
+        with self._lock:
+            self._ends_wanted = True
+            if self._ends_writer:
+                return len(self._pending)
+            self._ends_writer = True
+        refused = False
+        try:
+            while True:
+                with self._lock:
+                    if refused or not self._ends_wanted:
+                        self._ends_writer = False
+                        return len(self._pending)
+                    self._ends_wanted = False
+                    ends = sorted(self._pending.values(), key=lambda r: r.run_id)
+                refused = not self._write_ends(ends)
+        except BaseException:
+            with self._lock:  # never leave the ends without a writer
+                self._ends_writer = False
+            raise
 
-    def _record_once(self, live: LiveRun) -> bool:
+    def _write_ends(self, ends: list[LiveRun]) -> bool:
+        for i in range(0, len(ends), timing.ENDS_PER_TRANSACTION):
+            try:
+                with store.patience(timing.RUN_WRITE_WAIT), store.batch():
+                    for live in ends[i : i + timing.ENDS_PER_TRANSACTION]:
+                        self._write_end(live)
+            except WriteFailed:
+                return False  # pending: the tick tries again (the outage is logged once)
+            except Exception:  # beaconlite's own failure: the ends stay pending, not lost
+                log.exception("writing %d run end(s) failed", len(ends[i : i + timing.ENDS_PER_TRANSACTION]))
+                return False
+        return True
+
+    def _write_end(self, live: LiveRun) -> None:
         verdict = live.verdict
         if live.disowned is not None:
             won, status = False, live.disowned
         else:
-            try:
-                with store.patience(timing.RUN_WRITE_WAIT):
-                    won = store.finish_run(
-                        live.run_id,
-                        verdict.status,
-                        verdict.finished_at,
-                        error=verdict.error,
-                        summary=verdict.summary,
-                        output=verdict.output,
-                        duration_s=verdict.duration_s,
-                        suspended_s=verdict.suspended_s,
-                        steps=verdict.steps,
-                    )
-            except WriteFailed:
-                return False  # pending: the tick tries again (the outage is logged once)
+            won = store.finish_run(
+                live.run_id,
+                verdict.status,
+                verdict.finished_at,
+                error=verdict.error,
+                summary=verdict.summary,
+                output=verdict.output,
+                duration_s=verdict.duration_s,
+                suspended_s=verdict.suspended_s,
+                steps=verdict.steps,
+            )
             status = verdict.status if won else (store.run_status(live.run_id) or verdict.status)
+        store.on_commit(lambda: self._recorded(live, won, status))
+
+    def _recorded(self, live: LiveRun, won: bool, status: str) -> None:
+        """The end is in the database: say so, then its follow-ups."""
+        verdict = live.verdict
         with self._lock:
             self._pending.pop(live.run_id, None)
         if won:
@@ -280,14 +363,6 @@ class Runner:
                 self.on_end(RunEnd(live.run_id, live.job.name, live.attempt, live.scheduled_at, status))
             except Exception:
                 log.exception("%s: after its end", live.label)
-        return True
-
-    def record_pending(self) -> int:
-        """Write pending ends, oldest first, until one is refused; how many are left."""
-        for live in self.pending_ends():
-            if not self._record(live):
-                break
-        return len(self.pending_ends())
 
     def give_up(self, live: LiveRun) -> None:
         """abort_grace after an abort, the run still has not ended: record it ourselves."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import timezone
 
 from apscheduler.executors.base import BaseExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
@@ -47,15 +48,18 @@ class ScheduleTrigger(BaseTrigger):
         return f"beaconlite[{self.schedule}]"
 
 
-class FireExecutor(BaseExecutor):
-    """Passes (job name, due slots) to beaconlite; never runs anything itself."""
+Fires = list[tuple[str, list[float]]]  # (job name, its due slots), of one wake-up
 
-    def __init__(self, on_fire: Callable[[str, list[float]], None]):
+
+class FireExecutor(BaseExecutor):
+    """Collects (job name, due slots) for beaconlite; never runs anything itself."""
+
+    def __init__(self, due: Fires):
         super().__init__()
-        self.on_fire = on_fire
+        self.due = due
 
     def submit_job(self, job, run_times):
-        self.on_fire(job.id, [t.timestamp() for t in run_times])
+        self.due.append((job.id, [t.timestamp() for t in run_times]))
 
     def _do_submit_job(self, job, run_times):  # pragma: no cover - submit_job replaces it
         raise NotImplementedError
@@ -66,30 +70,50 @@ def _never_called():  # APScheduler wants a callable per job; our executor ignor
 
 
 class _BatchingScheduler(BackgroundScheduler):
-    """Holds ``gate`` while one wake-up submits all its due jobs.
+    """Hands every due slot of one wake-up to ``on_fires`` at once, holding ``gate``.
 
-    Runs started meanwhile wait on the gate before doing any work, so twenty runs due at
-    the same second are all recorded first instead of each waiting for the GIL behind the
-    runs started before it (that wait, not SQLite, was the fire lag).
+    Runs started meanwhile wait on the gate before doing any work, so a thousand runs due
+    at the same second are all recorded first (in a few transactions) instead of each
+    waiting for the GIL behind the runs started before it.
     """
 
-    def __init__(self, gate: threading.Lock, **kwargs):
+    def __init__(self, gate: threading.Lock, due: Fires, on_fires: Callable[[Fires], None], **kwargs):
         super().__init__(**kwargs)
-        self.gate = gate
+        self.gate, self.due, self.on_fires = gate, due, on_fires
 
     def _process_jobs(self):
         with self.gate:
-            return super()._process_jobs()
+            wait = super()._process_jobs()
+            fires = self.due[:]
+            self.due.clear()
+            if fires:
+                self.on_fires(fires)
+            return wait
 
 
 class Scheduler:
     """The APScheduler instance for one daemon."""
 
-    def __init__(self, on_fire: Callable[[str, list[float]], None], gate: threading.Lock):
+    def __init__(self, on_fires: Callable[[Fires], None], gate: threading.Lock):
+        self._jobs = MemoryJobStore()  # ours, to ask it for one job or the earliest fire
+        self._gate = gate
+        # Jobs whose next fire time may have moved since changed_fire_times() last looked:
+        # each fire moves its job's, a sync those it adds. A tick reads only these, not
+        # every job (10,000 of them at one second each would be the daemon's idle load).
+        self._moved: set[str] = set()
+
+        def fired(fires: Fires) -> None:
+            self._moved.update(name for name, _ in fires)
+            on_fires(fires)
+
+        due: Fires = []
         self._aps = _BatchingScheduler(
             gate,
+            due,
+            fired,
             timezone=timezone.utc,
-            executors={"default": FireExecutor(on_fire)},
+            jobstores={"default": self._jobs},
+            executors={"default": FireExecutor(due)},
             job_defaults={"misfire_grace_time": None, "coalesce": False, "max_instances": sys.maxsize},
         )
         self._specs: dict[str, tuple[str, str]] = {}  # job -> (schedule, timezone)
@@ -121,9 +145,27 @@ class Scheduler:
                 trigger = ScheduleTrigger(parse_schedule(schedule), zones[name])
                 self._aps.add_job(_never_called, trigger, id=name, name=name)
                 self._specs[name] = wanted[name]
+                self._moved.add(name)
 
     def next_fire_times(self) -> dict[str, float | None]:
-        return {
-            job.id: job.next_run_time.timestamp() if job.next_run_time else None
-            for job in self._aps.get_jobs()
-        }
+        """Every scheduled job's next fire time (at a start or a reload)."""
+        with self._gate:  # not half-way through a wake-up: each fired job's time is moved
+            self._moved.clear()
+            return {job.id: _timestamp(job.next_run_time) for job in self._aps.get_jobs()}
+
+    def changed_fire_times(self) -> dict[str, float | None]:
+        """The next fire times that may have moved since the last look (None: no more fires)."""
+        with self._gate:
+            moved, self._moved = self._moved, set()
+            return {
+                name: _timestamp(getattr(self._jobs.lookup_job(name), "next_run_time", None))
+                for name in moved
+            }
+
+    def next_fire(self) -> float | None:
+        """The earliest next fire of any job (the job store keeps them in time order)."""
+        return _timestamp(self._jobs.get_next_run_time())
+
+
+def _timestamp(when) -> float | None:
+    return when.timestamp() if when else None

@@ -270,10 +270,10 @@ class Slots:
     def recover_missed(self, now: float, why: str, since: float | None = None) -> None:
         """Each job's slots missed since its ledger mark (the last slot dealt with), or since
         ``since`` for a job that never ran (None: a job that never ran missed nothing)."""
-        for job in self.config.jobs:
-            if not (job.schedule and job.enabled):
-                continue
-            mark = store.ledger_mark(job.name) or since
+        jobs = [job for job in self.config.jobs if job.schedule and job.enabled]
+        marks = store.ledger_marks([job.name for job in jobs])
+        for job in jobs:
+            mark = marks[job.name] or since
             if mark is None:
                 continue
             slots, more = due_slots(parse_schedule(job.schedule), job.zone(), mark, now)
@@ -331,6 +331,7 @@ class Slots:
             except SlotTaken:
                 log.info("%s: slot %s attempt %d already has a run", job.name, iso(fire.slot), fire.attempt)
                 return Outcome(taken=True, reason="this slot already has a run")
+            store.if_lost(lambda cause: self._lost(job.name, [fire.slot], cause))
             return Outcome(started.run_id)
         if isinstance(action, SkipRow):
             fire = action.fire
@@ -345,16 +346,9 @@ class Slots:
                 action.last_slot,
                 honour_pause=fire.honours_pause and action.why is not Skip.DROPPED,
             )
-            if run_id is not None and self.notify is not None:
-                self.notify(job.name, run_id, SKIPPED, 1)
-            if action.why is Skip.DROPPED and fire.follows and self.notify is not None:
-                self.notify(job.name, *fire.follows, fire.attempt - 1)  # the outcome it was to retry
-            log.info(
-                "%s: skipped: %s",
-                job.name,
-                action.reason,
-                extra={"event": "run.skipped", "job": job.name, "run_id": run_id, "status": SKIPPED},
-            )
+            slots = [fire.slot, action.last_slot or fire.slot]
+            store.if_lost(lambda cause: self._lost(job.name, slots, cause))
+            store.on_commit(lambda: self._skipped(job, action, run_id))
             return Outcome(run_id, action.why, action.reason)
         if isinstance(action, Hold):
             self._queued[job.name] = action.fire
@@ -368,6 +362,24 @@ class Slots:
             return Outcome(queued=True)
         self.runner.abort(action.run_id, RunCancelled, action.reason)
         return Outcome()
+
+    def _skipped(self, job: JobSpec, action: SkipRow, run_id: int | None) -> None:
+        fire = action.fire
+        if run_id is not None and self.notify is not None:
+            self.notify(job.name, run_id, SKIPPED, 1)
+        if action.why is Skip.DROPPED and fire.follows and self.notify is not None:
+            self.notify(job.name, *fire.follows, fire.attempt - 1)  # the outcome it was to retry
+        log.info(
+            "%s: skipped: %s",
+            job.name,
+            action.reason,
+            extra={"event": "run.skipped", "job": job.name, "run_id": run_id, "status": SKIPPED},
+        )
+
+    def _lost(self, job: str, slots: list[float], cause: str) -> None:
+        """A batch of fires did not commit: its slots wait as unrecorded ones."""
+        with self._lock:
+            self._defer(job, slots, cause)
 
     # -- after a run ----------------------------------------------------------------------
 

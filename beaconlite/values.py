@@ -3,6 +3,7 @@ one, or raises ValueError with a message fit for a user (the loader adds file, j
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Callable
 
@@ -104,14 +105,21 @@ def table_of_str(v):
 
 
 def schedule(v):
+    _fires_at_all(string(v))
+    return v.strip(" \t")
+
+
+@functools.lru_cache(maxsize=1024)
+def _fires_at_all(text: str) -> None:
+    """ValueError unless ``text`` parses and fires within the search horizon: checked once
+    per distinct schedule (10,000 jobs often share a handful of them)."""
     from beaconlite.cron import parse_schedule, probe
     from beaconlite.errors import ScheduleError
 
     try:
-        probe(parse_schedule(string(v)))
+        probe(parse_schedule(text))
     except ScheduleError as e:
         raise ValueError(str(e)) from None
-    return v.strip(" \t")
 
 
 def timezone(v):

@@ -8,18 +8,26 @@ from beaconlite import clock
 
 
 @pytest.mark.parametrize(
-    "mono, elapsed, wall, expected",
+    "mono, elapsed, wall, cpu, expected",
     [
-        (1.0, 1.0, 1.0, None),  # an ordinary tick
-        (2.5, 2.5, 2.5, None),  # late, but within the 2 s a tick may be
-        (10.0, 10.0, 10.0, "the daemon was frozen for 9.00s"),  # SIGSTOP: every clock moved
-        (1.0, 3601.0, 3601.0, "the machine was suspended for 1h00m"),  # monotonic stood still
+        (1.0, 1.0, 1.0, 0.01, None),  # an ordinary tick
+        (2.5, 2.5, 2.5, 0.01, None),  # late, but within the 2 s a tick may be
+        (
+            10.0,
+            10.0,
+            10.0,
+            0.2,
+            "the daemon was frozen for 8.80s",
+        ),  # SIGSTOP: every clock moved but the CPU's
+        (10.0, 10.0, 10.0, 9.5, None),  # a burst of runs kept the tick waiting: load, not a freeze
+        (10.0, 10.0, 10.0, 4.0, "the daemon was frozen for 5.00s"),  # busy, then stopped
+        (1.0, 3601.0, 3601.0, 0.0, "the machine was suspended for 1h00m"),  # monotonic stood still
     ],
 )
-def test_explain_gap(mono, elapsed, wall, expected, monkeypatch):
+def test_explain_gap(mono, elapsed, wall, cpu, expected, monkeypatch):
     monkeypatch.setattr(clock, "HAS_BOOTTIME", True)
-    before = clock.Clocks(100.0, 100.0, 100.0)
-    after = clock.Clocks(100.0 + mono, 100.0 + elapsed, 100.0 + wall)
+    before = clock.Clocks(100.0, 100.0, 100.0, 7.0)
+    after = clock.Clocks(100.0 + mono, 100.0 + elapsed, 100.0 + wall, 7.0 + cpu)
     assert clock.explain_gap(before, after, 1.0) == expected
 
 

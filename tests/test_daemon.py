@@ -298,3 +298,36 @@ def test_text_log_lines_about_a_run_name_it(daemon):
     lines = [line for line in d.log().splitlines() if "ctx line by x" in line or "success in" in line]
     assert len(lines) == 2 and all("chatty #1: " in line for line in lines), lines
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ ", lines[0])  # local time with its zone
+
+
+def test_status_shows_each_jobs_next_fire_as_the_slots_pass(daemon):
+    """The daemon publishes only the fire times that moved; each job's stays its next slot."""
+    d = daemon("""
+        [[jobs]]
+        name = "often"
+        schedule = "every 1s"
+        run = "beaconlite.builtin:noop"
+        [[jobs]]
+        name = "rarely"
+        schedule = "every 1h"
+        run = "beaconlite.builtin:noop"
+    """)
+
+    def next_fires():
+        out = cli("-c", d.config, "status", "--json")
+        assert out.returncode == 0, out.stderr
+        return {j["name"]: j["next_run_at"] for j in json.loads(out.stdout)["jobs"]}
+
+    first = next_fires()
+    wait_for(lambda: next_fires()["often"] != first["often"], 5, what="a moved fire time")
+    for _ in range(3):
+        fires, now = next_fires(), time.time()
+        assert -1.0 < iso_seconds(fires["often"]) - now <= 1.5, fires  # published by the tick
+        assert fires["rarely"] == first["rarely"]
+        time.sleep(0.5)
+
+
+def iso_seconds(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

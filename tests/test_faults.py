@@ -19,7 +19,7 @@ import time
 import pytest
 from conftest import DAEMON_DEFAULTS, ExternalLock, subprocess_env, wait_for
 
-from beaconlite import journal, store, timing
+from beaconlite import alarms, journal, store, timing
 from beaconlite.errors import RunCancelled, WriteFailed
 from beaconlite.runner import Runner
 
@@ -323,14 +323,16 @@ def test_a_stop_that_cannot_write_keeps_the_ends_for_the_next_start(
 # -- 4. threads that cannot start; leaked threads ------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["run-", "-deadline"])
+@pytest.mark.parametrize("which", ["run", "alarms"])
 def test_a_run_whose_thread_or_timer_cannot_start_is_recorded_error(runner, monkeypatch, which):
-    """A run's own thread ("run-N-job") or its deadline timer ("run-N-deadline")."""
+    """A run's own thread ("run-N-job") or the thread that rings its deadline ("run-alarms",
+    not started yet in this process)."""
     r = runner('[[jobs]]\nname = "j"\nrun = "beaconlite.builtin:noop"\n')
+    monkeypatch.setattr(alarms, "runs", alarms.Alarms("run-alarms"))
     real_start = threading.Thread.start
 
     def start(self):
-        if self.name.startswith(which) if which == "run-" else self.name.endswith(which):
+        if (self.name == "run-alarms") == (which == "alarms") and self.name.startswith("run-"):
             raise RuntimeError("can't start new thread")
         real_start(self)
 

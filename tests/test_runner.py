@@ -187,7 +187,8 @@ def test_run_thread_is_daemon_and_named(runner):
     live = r.start(r.config.job("j"), "manual", time.time())
     assert live.thread.daemon and live.thread.name.startswith(f"run-{live.run_id}-j")
     assert live.ended.wait(3)
-    assert threading.active_count() < 50
+    live.thread.join(3)  # and nothing of the run stays behind: no thread of its own, no timer
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(f"run-{live.run_id}-")]
 
 
 # -- hostile job code (SPEC 5, Faults): every run still ends, with its true status ---------

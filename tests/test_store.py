@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from beaconlite import store
-from beaconlite.errors import RunEnded, SlotTaken, StoreError
+from beaconlite.errors import RunEnded, SlotTaken, StoreError, WriteFailed
+from beaconlite.store import database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +73,23 @@ def test_migration_from_an_older_version_keeps_data(tmp_path):
     assert store.job_states() == []
 
 
+def indexes_of(path) -> dict[str, str]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(
+            conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        )
+    finally:
+        conn.close()
+
+
+def fresh(tmp_path):
+    path = tmp_path / "fresh" / "b.db"
+    store.open_writer(path)
+    store.close()
+    return path
+
+
 def test_upgrade_of_a_database_made_by_the_previous_release(tmp_path):
     """tests/data/schema-v2.db was written by beaconlite 0.1.0 (schema 2): one success with
     a step, one run left running, one skipped row, a published job."""
@@ -80,6 +98,7 @@ def test_upgrade_of_a_database_made_by_the_previous_release(tmp_path):
 
     from beaconlite import render
 
+    expected_indexes = indexes_of(fresh(tmp_path))
     path = tmp_path / "b.db"
     shutil.copy(ROOT / "tests" / "data" / "schema-v2.db", path)
     # Requests as 0.1.0 answered them: "" done, "queued" held, any other text refused;
@@ -100,6 +119,7 @@ def test_upgrade_of_a_database_made_by_the_previous_release(tmp_path):
         "done", "queued", "refused", None
     ]  # fmt: skip
     assert store.db.execute_sql("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert indexes_of(path) == expected_indexes, "an upgrade ends with the indexes of a new database"
     found = {r.id: r for r, _, _ in store.list_runs()}
     assert [(r.status, r.slots, r.last_slot_at) for r in found.values()] == [
         ("skipped", 1, None),
@@ -224,16 +244,124 @@ def test_job_overview_ignores_skips_for_last_status(tmp_db):
     assert info["other"]["paused"] is False
 
 
-def test_hot_queries_use_indexes(tmp_db):
-    plans = {
-        "live": "SELECT id FROM run WHERE status = 'running' AND instance_id = 1",
-        "last": "SELECT MAX(id) FROM run WHERE job = 'j' AND status = 'error'",
-        "history": "SELECT id FROM run WHERE job = 'j' ORDER BY id DESC LIMIT 20",
-        "24h": "SELECT COUNT(*) FROM run WHERE finished_at >= 5",
+def plans_of(call) -> list[tuple[str, str]]:
+    """(statement, query plan) of every statement ``call`` runs, as SQLite plans it."""
+    import logging
+
+    statements = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            if isinstance(record.msg, tuple):
+                statements.append(record.msg)
+
+    logger, handler = logging.getLogger("peewee"), Catch()
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        call()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    out = []
+    for sql, params in statements:
+        if sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
+            plan = store.db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+            out.append((sql, " | ".join(str(row[-1]) for row in plan)))
+    return out
+
+
+def test_every_hot_query_walks_an_index_not_the_history(tmp_db):
+    """Each query of status, health, the metrics, the strips, `runs`, the ledger, the reaper
+    and prune, as the store really sends it, is planned (without ANALYZE, as in use) as a
+    search of an index; the only walks of the table are newest-first ones with a LIMIT that
+    stop at once (most runs succeed) or at a bound on the id."""
+    from beaconlite import reaper
+
+    for i in range(30):
+        run_id = make_run(job=f"j{i % 3}", scheduled_at=float(i))
+        if i < 25:
+            store.finish_run(run_id, ("success", "error", "timeout", "warning", "cancelled")[i % 5], 10.0 + i)
+        store.record_skipped(f"j{i % 3}", 100.0 + i, "overlap", 20.0 + i)
+    names = ["j0", "j1", "j2"]
+    calls = {
+        "job_facts": lambda: store.job_facts(names),
+        "counts_since": lambda: store.counts_since(5.0),
+        "runs": lambda: store.list_runs(limit=20),
+        "runs --job": lambda: store.list_runs(job="j1", limit=20),
+        "runs --status error": lambda: store.list_runs(status="error", limit=20),
+        "runs --status running": lambda: store.list_runs(status="running", limit=20),
+        "runs --since": lambda: store.list_runs(since=5.0, limit=20),
+        "runs --job --since": lambda: store.list_runs(job="j1", since=5.0, limit=20),
+        "runs --status --since": lambda: store.list_runs(status="timeout", since=5.0, limit=20),
+        "strip": lambda: store.recent_runs("j1", 30),
+        "last_started_slot": lambda: store.last_started_slot("j1"),
+        "ledger_marks": lambda: store.ledger_marks(["j1", "j2"]),
+        "previous_outcome": lambda: store.previous_outcome("j1", 20),
+        "reaper": lambda: reaper.find_orphans(100.0, "h", daemon_lock_free=True),
+        "prune --dry-run": lambda: store.prune(5.0, dry_run=True),
+        "prune": lambda: store.prune(5.0),
+        "get_run": lambda: store.get_run(3),
     }
-    for name, sql in plans.items():
-        plan = " ".join(str(row[-1]) for row in store.db.execute_sql("EXPLAIN QUERY PLAN " + sql))
-        assert "USING" in plan and "SCAN run" not in plan.replace("USING", "|USING"), (name, plan)
+    seen = 0
+    for name, call in calls.items():
+        for sql, plan in plans_of(call):
+            if '"run"' not in sql:
+                continue  # pauses, published jobs: a row per job at most
+            seen += 1
+            assert "TEMP B-TREE" not in plan, (name, sql, plan)  # no sort of a job's whole history
+            for step in plan.split(" | "):
+                if not step.startswith("SCAN") or step == "SCAN j" or step.endswith("CONSTANT ROWS"):
+                    continue  # the job names given
+                small = "USING INDEX run_live" in step  # the live runs: a partial index
+                early_exit = step in ("SCAN run", "SCAN t1") and '"id" DESC LIMIT' in sql
+                assert small or early_exit, (name, sql, plan)
+    assert seen > 20
+
+
+def test_a_batch_commits_once_and_a_refused_write_undoes_only_itself(tmp_db):
+    outside = sqlite3.connect(tmp_db)
+    count = lambda: outside.execute("SELECT COUNT(*) FROM run").fetchone()[0]  # noqa: E731
+    committed = []
+    with store.batch():
+        make_run(scheduled_at=1.0)
+        with pytest.raises(SlotTaken):
+            make_run(scheduled_at=1.0)
+        with pytest.raises(ValueError), database.write():  # a bug of ours, half-way through a write
+            make_run(scheduled_at=3.0)
+            raise ValueError
+        make_run(scheduled_at=2.0)
+        store.on_commit(lambda: committed.append(count()))
+        assert count() == 0 and committed == []  # nothing visible, nothing followed, before the commit
+    assert committed == [2]
+    assert [r.scheduled_at for r, _, _ in store.list_runs()] == [2.0, 1.0]
+    outside.close()
+
+
+def test_a_batch_that_fails_part_way_records_nothing_and_says_what_was_lost(tmp_db):
+    """A full database half-way through a burst: none of its rows, no follow-ups, every
+    written one reported lost with the database's words, later writes refused at once."""
+    for i in range(20):
+        make_run(scheduled_at=float(i))
+    pages = store.db.execute_sql("PRAGMA page_count").fetchone()[0]
+    store.db.execute_sql(f"PRAGMA max_page_count = {pages + 2}")
+    lost, committed, refused = [], [], 0
+    with pytest.raises(WriteFailed, match="full"), store.batch():
+        for i in range(100, 2100):
+            try:
+                make_run(job="burst-" + "x" * 200, scheduled_at=float(i))
+            except WriteFailed:
+                refused += 1
+                continue
+            store.if_lost(lost.append)
+            store.on_commit(lambda: committed.append(1))
+    assert committed == [] and lost and all("full" in cause for cause in lost)
+    assert refused == 2000 - len(lost)
+    assert store.db.execute_sql("SELECT COUNT(*) FROM run").fetchone()[0] == 20
+    store.db.execute_sql("PRAGMA max_page_count = 1073741823")
+    make_run(scheduled_at=5000.0)  # the next write lands
+    assert store.run_status(21) == "running"
 
 
 def test_prune_deletes_finished_runs_and_steps_only(tmp_db):
@@ -243,13 +371,33 @@ def test_prune_deletes_finished_runs_and_steps_only(tmp_db):
         store.finish_run(run_id, "success", float(i))
     live = make_run(scheduled_at=99.0, now=0.0)
     assert store.prune(before=10.0, dry_run=True) == 10
-    assert store.prune(before=10.0, batch_size=3) == 10
+    assert store.prune(before=10.0) == 10
     assert len(store.list_runs(limit=100)) == 16
     assert store.run_status(live) == "running"
     orphan_steps = store.db.execute_sql(
         "SELECT COUNT(*) FROM step WHERE run_id NOT IN (SELECT id FROM run)"
     ).fetchone()[0]
     assert orphan_steps == 0
+
+
+def test_prune_gives_the_space_back_to_the_file_system(tmp_db):
+    """A new database keeps its free pages for incremental vacuum: a prune of most of the
+    history, in several batches, leaves the file about as small as what is left in it."""
+    store.db.execute_sql(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 30000) "
+        "INSERT INTO run (job, status, trigger, attempt, scheduled_at, started_at, finished_at, error, "
+        "slots) SELECT 'j', 'error', 'schedule', 1, i, i, i + 1, printf('%.200c', 'x'), 1 FROM k"
+    )
+    store.db.execute_sql(
+        "INSERT INTO step (run_id, name, status, started_at) SELECT id, 's', 'success', 1.0 FROM run"
+    )
+    pages = lambda: store.db.execute_sql("PRAGMA page_count").fetchone()[0]  # noqa: E731
+    full = pages()
+    assert store.prune(before=29_002.0) == 29_000
+    assert store.db.execute_sql("PRAGMA freelist_count").fetchone()[0] == 0
+    assert pages() < full / 10, (full, pages())
+    assert store.db.execute_sql("SELECT COUNT(*) FROM run").fetchone()[0] == 1000
+    assert store.db.execute_sql("SELECT COUNT(*) FROM step").fetchone()[0] == 1000
 
 
 def test_queries_never_write_a_database_restored_next_to_a_foreign_wal(tmp_path):

@@ -5,13 +5,13 @@ compare-and-set (``WHERE status = 'running'``) whose row count says who won. Onl
 process holding the daemon lock creates or migrates the schema; readers never do. Kept to
 what peewee's query builder expresses: this is the piece that moves to PostgreSQL.
 
-- ``database``: the handle, how a write happens (bounded waiting), the outage record;
+- ``database``: the handle, how a write happens (bounded waiting, batches), the outage record;
 - ``schema``: models, schema version and migrations, opening the file;
 - ``runs``: writing the ledger (instances, runs, steps, requests, pruning);
 - ``history``: reading it (history, overview, daemon state, counts).
 """
 
-from beaconlite.store.database import close, db, outage, patience
+from beaconlite.store.database import batch, close, db, if_lost, on_commit, outage, patience
 from beaconlite.store.history import (
     counts_since,
     daemon_state,
@@ -37,7 +37,7 @@ from beaconlite.store.runs import (
     heartbeat,
     job_states_of,
     last_started_slot,
-    ledger_mark,
+    ledger_marks,
     live_runs,
     pause_job,
     paused_jobs,
@@ -49,6 +49,7 @@ from beaconlite.store.runs import (
     resume_job,
     resumed_at,
     run_status,
+    save_fire_times,
     save_job_states,
     set_leaked_threads,
     start_run,
@@ -84,10 +85,12 @@ __all__ = [
     "Step",
     "add_request",
     "answer_request",
+    "batch",
     "close",
     "counts_since",
     "daemon_state",
     "db",
+    "if_lost",
     "ensure_directory",
     "file_mode",
     "finish_abandoned",
@@ -105,13 +108,14 @@ __all__ = [
     "job_facts",
     "last_started_slot",
     "latest_daemon",
-    "ledger_mark",
+    "ledger_marks",
     "list_runs",
     "live_runs",
     "open_attached",
     "open_for_changes",
     "open_reader",
     "open_writer",
+    "on_commit",
     "outage",
     "patience",
     "previous_outcome",
@@ -126,6 +130,7 @@ __all__ = [
     "record_skipped",
     "register_instance",
     "run_status",
+    "save_fire_times",
     "save_job_states",
     "set_leaked_threads",
     "start_run",

@@ -15,15 +15,19 @@ import logging
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+from typing import TypeVar
 
 from peewee import DatabaseError, IntegrityError, InterfaceError, SqliteDatabase
 
 from beaconlite.errors import WriteFailed
 
 log = logging.getLogger("beaconlite.store")
+T = TypeVar("T")
 
 BUSY_TIMEOUT = 10.0  # seconds; SQLite's own wait for another process's lock
+INCREMENTAL = 2  # PRAGMA auto_vacuum: free pages stay in the file until incremental_vacuum
 PRAGMAS = [("busy_timeout", int(BUSY_TIMEOUT * 1000)), ("synchronous", "normal"), ("foreign_keys", 0)]
 
 db = SqliteDatabase(None)  # one connection per thread (peewee's thread_safe default)
@@ -133,11 +137,23 @@ def _begin(conn) -> None:
 
 @contextmanager
 def write():
-    """A write transaction (BEGIN IMMEDIATE, so a read-then-write never has to upgrade).
+    """A write transaction (BEGIN IMMEDIATE, so a read-then-write never has to upgrade);
+    inside a ``batch``, a savepoint of the batch's transaction.
 
     Raises WriteFailed when the database refuses it, IntegrityError as is (a unique key
     said no: the caller's answer, not an outage).
     """
+    current = getattr(_local, "batch", None)
+    if current is None:
+        with _transaction():
+            yield
+    else:
+        with _savepoint(current):
+            yield
+
+
+@contextmanager
+def _transaction():
     if not _write_lock.acquire(timeout=_wait_left()):
         # Another thread here holds the write lock, itself waiting on SQLite's lock.
         raise outage.failed(sqlite3.OperationalError("database is locked"))
@@ -165,6 +181,147 @@ def write():
     outage.succeeded()
 
 
+class _Batch:
+    """The writes of one thread in one transaction, and what follows its commit or its loss."""
+
+    def __init__(self):
+        self.transaction = ExitStack()  # opened by the batch's first write
+        self.open = False
+        self.committed: list[Callable[[], None]] = []
+        self.lost: list[Callable[[str], None]] = []
+        self.broken: WriteFailed | None = None  # a write failed: the whole batch is lost
+        self.known: dict[str, object] = {}  # what in_this_batch() found, for the next write
+
+
+@contextmanager
+def batch():
+    """The block's writes on this thread are one transaction: a burst of fires commits once,
+    not once a row. The transaction begins at the first write, and each write is a
+    savepoint in it, so a unique key's refusal undoes only that write; any other failure
+    loses the whole batch (and later writes in the block fail at once, as writes do while
+    the database refuses them). After the commit the block's ``on_commit`` actions run; if
+    it does not commit, its ``if_lost`` actions run (with the database's words) and
+    WriteFailed is raised: nothing the block wrote was recorded."""
+    if getattr(_local, "batch", None) is not None:
+        yield  # already in one: part of it
+        return
+    current = _local.batch = _Batch()
+    try:
+        with current.transaction:
+            try:
+                yield
+            finally:
+                _local.batch = None
+            if current.broken is not None:
+                raise current.broken
+    except BaseException as e:
+        cause = e.cause if isinstance(e, WriteFailed) else f"{type(e).__name__}: {e}"
+        for action in current.lost:
+            action(cause)
+        raise
+    for action in current.committed:
+        action()
+
+
+@contextmanager
+def _savepoint(current: _Batch):
+    if current.broken is not None:
+        raise current.broken
+    if not current.open:
+        try:
+            current.transaction.enter_context(_transaction())
+        except WriteFailed as e:
+            current.broken = e
+            raise
+        current.open = True
+    conn = db.connection()
+    _in_batch(current, conn.execute, "SAVEPOINT write")
+    try:
+        yield
+    except IntegrityError:
+        _in_batch(current, conn.execute, "ROLLBACK TO write")
+        _in_batch(current, conn.execute, "RELEASE write")
+        raise
+    except (DatabaseError, InterfaceError, sqlite3.Error) as e:
+        # SQLite may have rolled the whole transaction back (a full disk): nothing after
+        # this in the batch may quietly commit on its own.
+        current.broken = outage.failed(e)
+        raise current.broken from None
+    except BaseException:
+        _in_batch(current, conn.execute, "ROLLBACK TO write")
+        _in_batch(current, conn.execute, "RELEASE write")
+        raise
+    _in_batch(current, conn.execute, "RELEASE write")
+
+
+def _in_batch(current: _Batch, execute: Callable[[str], object], sql: str) -> None:
+    try:
+        execute(sql)
+    except sqlite3.Error as e:
+        current.broken = outage.failed(e)
+        raise current.broken from None
+
+
+def in_this_batch(key: str, look: Callable[[], T]) -> T:
+    """``look()``, asked once per batch: nobody else writes while the batch's transaction
+    holds the lock, so what it found stays true until the batch's own writes change it.
+    Outside a batch, ``look()`` each time."""
+    current = getattr(_local, "batch", None)
+    if current is None:
+        return look()
+    if key not in current.known:
+        current.known[key] = look()
+    return current.known[key]
+
+
+def on_commit(action: Callable[[], None]) -> None:
+    """``action()`` once this thread's writes so far are committed: now, outside a batch."""
+    current = getattr(_local, "batch", None)
+    if current is None:
+        action()
+    else:
+        current.committed.append(action)
+
+
+def if_lost(action: Callable[[str], None]) -> None:
+    """``action(cause)`` if the batch this thread is in does not commit (nothing outside one)."""
+    current = getattr(_local, "batch", None)
+    if current is not None:
+        current.lost.append(action)
+
+
 def close() -> None:
     if not db.is_closed():
         db.close()
+
+
+def batch_for(hold: float, batch: int, took: float) -> int:
+    """The next batch's size, so that it takes about ``hold`` seconds (this one took ``took``)."""
+    return max(100, min(50_000, int(batch * hold / max(took, 0.001))))
+
+
+def give_back_free_pages(hold: float, gap: float) -> int:
+    """Shrink the file by its free pages, a few at a time (each step a short write), when the
+    database keeps them for that (incremental auto-vacuum); the number of pages given back.
+
+    Databases made before schema 7 keep their free pages for reuse: converting one takes a
+    VACUUM, which holds the whole database for as long as it copies it.
+    """
+    if db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+        return 0
+    total, step = 0, 1000
+    while True:
+        with write():
+            started = time.monotonic()
+            conn = db.connection()
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            # One page a statement: Python's sqlite3 steps a statement without result
+            # columns once, and incremental_vacuum frees one page a step (about 7 us).
+            for _ in range(min(step, free)):
+                conn.execute("PRAGMA incremental_vacuum")
+            took = time.monotonic() - started
+        if not free:
+            return total
+        total += min(step, free)
+        step = batch_for(hold, step, took)
+        time.sleep(gap)

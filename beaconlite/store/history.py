@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from peewee import Select, ValuesList, fn
 
-from beaconlite.statuses import FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, SUCCESS, TIMEOUT
+from beaconlite.statuses import ALL, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, SUCCESS, TIMEOUT
 from beaconlite.store.database import db
 from beaconlite.store.runs import paused_jobs
 from beaconlite.store.schema import Instance, JobState, Run, Step
@@ -63,17 +63,19 @@ class DayCounts:
 
 
 def counts_since(since: float) -> DayCounts:
-    """Counted here from one walk of the time index, not by GROUP BY or a status filter:
-    those let the planner walk a (status, ...) index through the whole history instead."""
-    started = Run.select().where(Run.started_at >= since).count()
+    """One walk of the time index over the rows finished since ``since``, counted here: a
+    GROUP BY or a status filter would let the planner walk a (job, status) index through
+    the whole history instead. A run started since has finished since, or is live."""
     by_job: dict[str, dict[str, int]] = {}
-    orphans = 0
+    started = orphans = 0
     orphaned = (Run.status == TIMEOUT) & Run.error.startswith("orphaned:")
-    rows = Run.select(Run.job, Run.status, orphaned).where(Run.finished_at >= since)
-    for job, status, reaped in db.execute(rows):  # the cursor's tuples: a day can be many rows
+    rows = Run.select(Run.job, Run.status, Run.started_at >= since, orphaned).where(Run.finished_at >= since)
+    for job, status, started_since, reaped in db.execute(rows):  # the cursor's tuples: a day is many rows
         per_job = by_job.setdefault(job, {})
         per_job[status] = per_job.get(status, 0) + 1
+        started += bool(started_since)
         orphans += bool(reaped)
+    started += Run.select().where(Run.status == RUNNING, Run.started_at >= since).count()
     return DayCounts(started, by_job, orphans)
 
 
@@ -95,15 +97,15 @@ def list_runs(
 ) -> list[tuple[Run, int, int]]:
     """History newest first, each with (steps_total, steps_ok)."""
     query = Run.select()
-    if job:
-        query = query.where(Run.job == job)
-    if status:
-        query = query.where(Run.status == status)
     if since is not None:
+        bound = _first_id_since(since)
+        if bound is None:
+            return []
         query = query.where(
-            (Run.started_at >= since) | (Run.started_at.is_null() & (Run.finished_at >= since))
+            Run.id >= bound,
+            (Run.started_at >= since) | (Run.started_at.is_null() & (Run.finished_at >= since)),
         )
-    runs = list(query.order_by(Run.id.desc()).limit(limit))
+    runs = _newest(query, job, status, limit)
     counts = _step_counts([r.id for r in runs])
     return [(r, *counts.get(r.id, (0, 0))) for r in runs]
 
@@ -111,7 +113,38 @@ def list_runs(
 def recent_runs(job: str, limit: int) -> list[dict]:
     """A job's latest runs, newest first: what the status page's strip shows of each."""
     fields = (Run.id, Run.status, Run.duration_s, Run.started_at, Run.finished_at)
-    return list(Run.select(*fields).where(Run.job == job).order_by(Run.id.desc()).limit(limit).dicts())
+    return [
+        {f.name: getattr(r, f.name) for f in fields} for r in _newest(Run.select(*fields), job, None, limit)
+    ]
+
+
+def _newest(query, job: str | None, status: str | None, limit: int) -> list[Run]:
+    """The newest (highest id) rows of ``query``, through an index however long the history:
+    a job's are merged from one backwards walk of (job, status) per status; a status other
+    than success walks the partial index of the runs that did not succeed (success, most
+    rows, is found at once walking back from the newest)."""
+    if job is None:
+        if status is not None:
+            query = query.where(Run.status == status)
+            if status != SUCCESS:
+                query = query.where(Run.status != SUCCESS)  # names run_unsuccessful's condition
+        return list(query.order_by(Run.id.desc()).limit(limit))
+    rows = []
+    for each in (status,) if status else ALL:
+        rows.extend(query.where(Run.job == job, Run.status == each).order_by(Run.id.desc()).limit(limit))
+    return sorted(rows, key=lambda r: r.id, reverse=True)[:limit]
+
+
+def _first_id_since(since: float) -> int | None:
+    """A lower bound for the ids of the rows that started (or were recorded skipped) since
+    ``since``: each has finished since, or is live. None: there is no such row. It lets an
+    index walk stop where the window begins instead of at the start of the history."""
+    bounds = [
+        Run.select(fn.MIN(Run.id)).where(Run.finished_at >= since).scalar(),
+        Run.select(fn.MIN(Run.id)).where(Run.status == RUNNING, Run.started_at >= since).scalar(),
+    ]
+    found = [b for b in bounds if b is not None]
+    return min(found) if found else None
 
 
 def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
@@ -152,7 +185,9 @@ def job_facts(names: list[str]) -> dict[str, JobFacts]:
             latest[name] = {s: i for s, i in zip(_LATEST_OF, ids) if i is not None}
     wanted = {i for ids in latest.values() for i in ids.values()}
     rows = _runs_by_id(wanted)
-    live = dict(Run.select(Run.job, fn.COUNT(Run.id)).where(Run.status == RUNNING).group_by(Run.job).tuples())
+    live: dict[str, int] = {}
+    for (name,) in Run.select(Run.job).where(Run.status == RUNNING).tuples():  # run_live, not a GROUP BY
+        live[name] = live.get(name, 0) + 1
     facts = {}
     for name in names:
         ids = latest.get(name, {})

@@ -8,10 +8,11 @@ import threading
 import time
 from collections.abc import Iterable
 
-from peewee import IntegrityError, fn
+from peewee import Case, IntegrityError, Select, ValuesList
 
 from beaconlite.errors import Paused, RunEnded, SlotTaken
 from beaconlite.statuses import ABORTED, RUNNING, SKIPPED
+from beaconlite.store.database import batch_for, db, give_back_free_pages, in_this_batch
 from beaconlite.store.schema import Instance, JobState, Pause, Request, Run, Step, close, write
 
 log = logging.getLogger("beaconlite.store")
@@ -121,7 +122,12 @@ def record_skipped(
 
 
 def _refuse_if_paused(job: str) -> None:
-    if Pause.select().where(Pause.job == job, Pause.resumed_at.is_null()).exists():
+    # Asked inside the write transaction, so no pause lands between the look and the row.
+    # A batch holds one transaction for all its rows: one look serves them all.
+    paused = in_this_batch(
+        "paused", lambda: {p.job for p in Pause.select(Pause.job).where(Pause.resumed_at.is_null())}
+    )
+    if job in paused:
         raise Paused(job)
 
 
@@ -244,7 +250,9 @@ def live_runs(instance_id: int | None = None) -> list[Run]:
     query = Run.select().where(Run.status == RUNNING)
     if instance_id is not None:
         query = query.where(Run.instance_id == instance_id)
-    return list(query.order_by(Run.id))
+    # Sorted here: an ORDER BY id would tempt the planner to walk the whole table in id
+    # order rather than the small partial index of live runs.
+    return sorted(query, key=lambda run: run.id)
 
 
 def run_status(run_id: int) -> str | None:
@@ -252,13 +260,20 @@ def run_status(run_id: int) -> str | None:
     return row.status if row else None
 
 
+# Never a slot: as a bound on scheduled_at it makes a job's latest slot a backwards walk of
+# (job, scheduled_at, attempt), which (job, status) could not offer.
+_FAR_FUTURE = 1e15
+
+
 def last_started_slot(job: str) -> float | None:
     """The latest slot of a job that started (a slot starts at most once)."""
-    return (
-        Run.select(fn.MAX(Run.scheduled_at))
-        .where(Run.job == job, Run.status != SKIPPED, Run.trigger != "manual")
-        .scalar()
+    row = (
+        Run.select(Run.scheduled_at)
+        .where(Run.job == job, Run.scheduled_at < _FAR_FUTURE, Run.status != SKIPPED, Run.trigger != "manual")
+        .order_by(Run.scheduled_at.desc())
+        .first()
     )
+    return row.scheduled_at if row else None
 
 
 def resumed_at(job: str) -> float | None:
@@ -267,17 +282,36 @@ def resumed_at(job: str) -> float | None:
     return row.resumed_at if row else None
 
 
-def ledger_mark(job: str) -> float | None:
-    """Up to when a job's slots have been dealt with: the latest slot it started, the
+_CHUNK = 400  # job names per statement: well inside every engine's parameter limit
+
+
+def ledger_marks(names: list[str]) -> dict[str, float | None]:
+    """Per job, up to when its slots have been dealt with: the latest slot it started, the
     latest time a skip of it was recorded (a skip row settles every slot due before it),
-    or when it was last resumed."""
-    skipped = (
-        Run.select(fn.MAX(Run.finished_at))
-        .where(Run.job == job, Run.status == SKIPPED, Run.trigger != "manual")
-        .scalar()
-    )
-    marks = [m for m in (last_started_slot(job), skipped, resumed_at(job)) if m is not None]
-    return max(marks) if marks else None
+    or when it was last resumed. One statement per few hundred jobs, each job's two
+    look-ups a seek in an index (the start-up and a freeze ask for every job at once)."""
+    marks: dict[str, float | None] = {}
+    resumed = {p.job: p.resumed_at for p in Pause.select(Pause.job, Pause.resumed_at)}
+    for i in range(0, len(names), _CHUNK):
+        jobs = ValuesList([(n,) for n in names[i : i + _CHUNK]]).cte("j", columns=("name",))
+        started = (  # as last_started_slot, by (job, scheduled_at, attempt)
+            Run.select(Run.scheduled_at)
+            .where((Run.job == jobs.c.name) & (Run.scheduled_at < _FAR_FUTURE))
+            .where((Run.status != SKIPPED) & (Run.trigger != "manual"))
+            .order_by(Run.scheduled_at.desc())
+            .limit(1)
+        )
+        skipped = (  # the newest skip was recorded last, by (job, status)
+            Run.select(Run.finished_at)
+            .where((Run.job == jobs.c.name) & (Run.status == SKIPPED) & (Run.trigger != "manual"))
+            .order_by(Run.id.desc())
+            .limit(1)
+        )
+        query = Select(from_list=[jobs], columns=[jobs.c.name, started, skipped]).with_cte(jobs)
+        for name, *found in db.execute(query):
+            known = [m for m in (*found, resumed.get(name)) if m is not None]
+            marks[name] = max(known) if known else None
+    return marks
 
 
 def add_request(kind: str, now: float, job: str | None = None, run_id: int | None = None) -> int:
@@ -343,6 +377,17 @@ def save_job_states(states: list[dict]) -> None:
             JobState.insert_many(states).execute()
 
 
+def save_fire_times(fires: dict[str, float | None]) -> None:
+    """Move the published next fire times of some jobs (after their fires), in one write."""
+    names = sorted(fires)
+    with write():
+        for i in range(0, len(names), _CHUNK):
+            chunk = names[i : i + _CHUNK]
+            JobState.update(next_run_at=Case(JobState.name, [(n, fires[n]) for n in chunk])).where(
+                JobState.name.in_(chunk)
+            ).execute()
+
+
 def prune_in_background(before: float) -> None:
     """The daemon's daily prune, on a thread of its own (it yields between its batches)."""
 
@@ -361,21 +406,33 @@ def prune_in_background(before: float) -> None:
         log.warning("cannot start the prune thread: %s; trying again tomorrow", e)
 
 
-def prune(before: float, batch_size: int = 500, dry_run: bool = False) -> int:
-    """Delete finished runs (and steps) that finished before ``before``, in short batches."""
+# A prune batch holds the write lock about HOLD seconds, then leaves it free for GAP. Another
+# process waiting on it sleeps in SQLite's busy handler and retries at 1, 3, 8, 18, 33 ms of
+# waiting: with these two, one of its retries falls in a gap before it has waited 35 ms.
+HOLD = 0.025
+GAP = 0.020
+
+
+def prune(before: float, dry_run: bool = False) -> int:
+    """Delete finished runs (and steps) that finished before ``before``, in short batches;
+    then give the freed space back to the file system, also in short steps."""
     finished = (Run.status != RUNNING) & (Run.finished_at < before)
     if dry_run:
         return Run.select().where(finished).count()
-    total = 0
+    total, batch = 0, 1000
     while True:
-        started = time.monotonic()
         with write():  # one short write transaction per batch
-            ids = [r.id for r in Run.select(Run.id).where(finished).limit(batch_size)]
-            if not ids:
-                return total
-            Step.delete().where(Step.run_id.in_(ids)).execute()
-            Run.delete().where(Run.id.in_(ids)).execute()
+            started = time.monotonic()
+            ids = [r.id for r in Run.select(Run.id).where(finished).limit(batch)]
+            if ids:
+                Step.delete().where(Step.run_id.in_(ids)).execute()
+                Run.delete().where(Run.id.in_(ids)).execute()
+            took = time.monotonic() - started
+        if not ids:
+            break
         total += len(ids)
-        # Leave the lock free as long as we held it: a writer in another process polls
-        # (SQLite's busy handler sleeps and retries) and back-to-back batches starve it.
-        time.sleep(min(0.05, time.monotonic() - started))
+        batch = batch_for(HOLD, batch, took)
+        time.sleep(GAP)
+    if total:
+        give_back_free_pages(HOLD, GAP)
+    return total
