@@ -4,6 +4,8 @@ daemon's state, 24 h counts. Every query here stays flat as the history grows.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
+from typing import NamedTuple
 
 from peewee import Select, ValuesList, fn
 
@@ -154,61 +156,69 @@ def get_run(run_id: int) -> tuple[Run, list[Step]] | None:
     return run, list(Step.select().where(Step.run_id == run_id).order_by(Step.id))
 
 
+class LatestRun(NamedTuple):
+    """The fields of a job's latest run that `status`, `health` and the metrics show."""
+
+    id: int
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    duration_s: float | None
+    error: str | None
+
+
 @dataclass
 class JobFacts:
     """What the ledger says of one job, for `status`, `health` and the web endpoint."""
 
-    last: Run | None = None  # the latest run that started and finished
-    success: Run | None = None  # the latest success
-    skip: Run | None = None  # the latest skipped row
+    last: LatestRun | None = None  # the latest run that started and finished
+    success: LatestRun | None = None  # the latest success
+    skip: LatestRun | None = None  # the latest skipped row
     started_at: float | None = None  # when the latest run started
     live: int = 0  # runs recorded as running
 
 
 _LATEST_OF = (*FINISHED, SKIPPED, RUNNING)
+_LATEST_FIELDS = (Run.id, Run.status, Run.started_at, Run.finished_at, Run.duration_s, Run.error)  # LatestRun
 _CHUNK = 400  # job names per statement: well inside every engine's parameter limit
 
 
 def job_facts(names: list[str]) -> dict[str, JobFacts]:
-    """Per job: its latest run of each status found with one statement per few hundred
-    jobs (a correlated MAX per status is one seek in (job, status, id)), then those rows
-    in one more. Flat however long the history is, and no query per job."""
-    latest: dict[str, dict[str, int]] = {}
+    """Per job: its latest run of each status, one statement per few hundred jobs (a
+    correlated MAX per status is one seek in (job, status); the rows are then found by id
+    in the same statement). Flat however long the history is, and no query per job."""
+    latest: dict[str, dict[str, LatestRun]] = {}
     for i in range(0, len(names), _CHUNK):
         jobs = ValuesList([(n,) for n in names[i : i + _CHUNK]]).cte("j", columns=("name",))
-        columns = [
-            Run.select(fn.MAX(Run.id)).where((Run.job == jobs.c.name) & (Run.status == s)).alias(s)
-            for s in _LATEST_OF
-        ]
-        query = Select(from_list=[jobs], columns=[jobs.c.name, *columns]).with_cte(jobs)
-        for name, *ids in db.execute(query):
-            latest[name] = {s: i for s, i in zip(_LATEST_OF, ids) if i is not None}
-    wanted = {i for ids in latest.values() for i in ids.values()}
-    rows = _runs_by_id(wanted)
-    live: dict[str, int] = {}
-    for (name,) in Run.select(Run.job).where(Run.status == RUNNING).tuples():  # run_live, not a GROUP BY
-        live[name] = live.get(name, 0) + 1
+        ids = Select(
+            from_list=[jobs],
+            columns=[
+                Run.select(fn.MAX(Run.id)).where((Run.job == jobs.c.name) & (Run.status == s)).alias(s)
+                for s in _LATEST_OF
+            ],
+        ).cte("latest")
+        every_id = reduce(
+            lambda a, b: a.union_all(b), [Select(from_list=[ids], columns=[ids.c[s]]) for s in _LATEST_OF]
+        )
+        query = Run.select(Run.job, *_LATEST_FIELDS).where(Run.id.in_(every_id)).with_cte(jobs, ids)
+        for job, *fields in db.execute(query):  # the cursor's tuples: thousands of rows
+            run = LatestRun(*fields)
+            latest.setdefault(job, {})[run.status] = run
     facts = {}
     for name in names:
-        ids = latest.get(name, {})
-        last_id = max((ids[s] for s in FINISHED if s in ids), default=None)
-        started_id = max((ids[s] for s in (*FINISHED, RUNNING) if s in ids), default=None)
+        runs = latest.get(name, {})
+        last = max((runs[s] for s in FINISHED if s in runs), key=lambda r: r.id, default=None)
+        started = max((runs[s] for s in (*FINISHED, RUNNING) if s in runs), key=lambda r: r.id, default=None)
         facts[name] = JobFacts(
-            last=rows.get(last_id),
-            success=rows.get(ids.get(SUCCESS)),
-            skip=rows.get(ids.get(SKIPPED)),
-            started_at=rows[started_id].started_at if started_id in rows else None,
-            live=live.get(name, 0),
+            last=last,
+            success=runs.get(SUCCESS),
+            skip=runs.get(SKIPPED),
+            started_at=started.started_at if started else None,
         )
+    for (name,) in Run.select(Run.job).where(Run.status == RUNNING).tuples():  # run_live, not a GROUP BY
+        if name in facts:
+            facts[name].live += 1
     return facts
-
-
-def _runs_by_id(ids: set[int]) -> dict[int, Run]:
-    fields = (Run.id, Run.status, Run.started_at, Run.finished_at, Run.duration_s, Run.error)
-    ordered, found = sorted(ids), {}
-    for i in range(0, len(ordered), _CHUNK):
-        found.update((r.id, r) for r in Run.select(*fields).where(Run.id.in_(ordered[i : i + _CHUNK])))
-    return found
 
 
 def job_overview(config, running: bool) -> list[dict]:
