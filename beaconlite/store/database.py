@@ -296,8 +296,10 @@ def close() -> None:
 
 
 def batch_for(hold: float, batch: int, took: float) -> int:
-    """The next batch's size, so that it takes about ``hold`` seconds (this one took ``took``)."""
-    return max(100, min(50_000, int(batch * hold / max(took, 0.001))))
+    """The next batch's size, so that it takes about ``hold`` seconds (this one took
+    ``took``). Damped: one batch's time is only roughly its size's (the cache, a page
+    split), and an overshoot is a writer kept waiting."""
+    return max(100, min(50_000, int(batch * min(1.5, max(0.25, hold / max(took, 0.001))))))
 
 
 def give_back_free_pages(hold: float, gap: float) -> int:
@@ -309,17 +311,17 @@ def give_back_free_pages(hold: float, gap: float) -> int:
     """
     if db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
         return 0
-    total, step = 0, 1000
+    total, step = 0, 100
     while True:
+        started = time.monotonic()
         with write():
-            started = time.monotonic()
             conn = db.connection()
             free = conn.execute("PRAGMA freelist_count").fetchone()[0]
             # One page a statement: Python's sqlite3 steps a statement without result
             # columns once, and incremental_vacuum frees one page a step (about 7 us).
             for _ in range(min(step, free)):
                 conn.execute("PRAGMA incremental_vacuum")
-            took = time.monotonic() - started
+        took = time.monotonic() - started
         if not free:
             return total
         total += min(step, free)
