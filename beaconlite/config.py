@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -232,7 +231,7 @@ class _Loader:
         clean = {}
         for key, value in raw.items():
             if key not in keys:
-                close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+                close = _close_match(key, keys)
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
                 self.fail(where, f'unknown key "{key}"{hint}')
             try:
@@ -249,7 +248,7 @@ class _Loader:
             self.fail("invalid TOML", str(e))
         for key in data:
             if key not in TOP_KEYS:
-                close = difflib.get_close_matches(key, TOP_KEYS, n=1, cutoff=0.6)
+                close = _close_match(key, TOP_KEYS)
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
                 self.fail("top level", f'unknown section "{key}"{hint}')
         self.defaults_as_written = json.dumps(
@@ -382,6 +381,12 @@ def daemon_database_as_written(path: Path) -> str:
         return values.plain(loader.interpolate(daemon.get("database", ""), "[daemon].database", secret=False))
     except ValueError as e:
         raise ConfigError(f'{path}: [daemon]: key "database": {e}') from None
+
+
+def _close_match(key: str, known) -> list[str]:
+    import difflib  # only for a config with an unknown key: not on every query's path
+
+    return difflib.get_close_matches(key, known, n=1, cutoff=0.6)
 
 
 def load_config(

@@ -270,18 +270,31 @@ def test_real_process_entry_points(history, tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
-def test_query_path_does_not_import_heavy_modules(history):
+# What the daemon needs and a query never does: the scheduler, HTTP, the runs' machinery.
+DAEMON_ONLY = (
+    "apscheduler", "requests", "urllib3", "http.server", "beaconlite.daemon",
+    "beaconlite.runner", "beaconlite.liverun", "beaconlite.alarms", "beaconlite.kinds",
+    "beaconlite.http", "beaconlite.webserver", "beaconlite.notify", "beaconlite.loader",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["status", "runs", "health", "show 1"])
+def test_query_commands_import_only_what_they_use(history, make_config, command):
+    config = make_config(
+        f'[daemon]\ndatabase = "{history}"\n[[jobs]]\nname = "a"\nschedule = "every 1m"\n'
+        'run = "beaconlite.builtin:noop"\n'
+    )
     code = (
         "import sys; from beaconlite.cli import main\n"
-        "try: main(['--database', sys.argv[1], 'status'])\n"
+        "try: main(['-c', sys.argv[1], *sys.argv[2].split()])\n"
         "except SystemExit: pass\n"
-        "bad = [m for m in ('apscheduler', 'requests', 'urllib3') if m in sys.modules]\n"
+        f"bad = [m for m in {DAEMON_ONLY!r} if m in sys.modules]\n"
         "print('heavy:' + ','.join(bad))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(history)], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", code, str(config), command], capture_output=True, text=True, timeout=30
     )
-    assert out.stdout.strip().splitlines()[-1] == "heavy:", out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "heavy:", out.stdout + out.stderr
 
 
 def test_check_config_from_count_json_in_each_jobs_zone(make_config, cli):
