@@ -122,12 +122,11 @@ class Daemon:
             "daemon", os.getpid(), self.host, __version__, settings.orphan_after, now
         )
         self.notifier = Notifier(self.config)
-        gate = threading.Lock()
-        self.runner = Runner(self.config, self.code, self.instance, on_end=self._on_end, gate=gate)
+        self.runner = Runner(self.config, self.code, self.instance, on_end=self._on_end)
         self.slots = Slots(self.config, self.runner, notify=self.notifier.run_ended)
         self.inbox = Inbox(self.slots, self.runner, self.host, self.request_reload)
         self._reap(now)  # before anything fires: no row of a dead instance stays "running"
-        self.scheduler = Scheduler(self._on_fires, gate)
+        self.scheduler = Scheduler(self._on_fires)
         self.scheduler.sync(self.config.jobs)
         if handle_signals:
             self._install_signals()

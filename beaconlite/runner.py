@@ -51,11 +51,7 @@ class RunEnd:
 
 
 class Runner:
-    """Starts runs and keeps the live ones; the daemon and `beaconlite run` both use it.
-
-    ``gate``: a lock the scheduler holds while it records a batch of due runs; each run
-    waits on it before doing any work (the daemon's; a foreground run has none).
-    """
+    """Starts runs and keeps the live ones; the daemon and `beaconlite run` both use it."""
 
     def __init__(
         self,
@@ -63,13 +59,11 @@ class Runner:
         code: Code,
         instance_id: int | None,
         on_end: Callable[[RunEnd], None] | None = None,
-        gate: threading.Lock | None = None,
     ):
         self.config = config
         self.code = code  # the job code, as loaded for this config (a reload replaces both)
         self.instance_id = instance_id
         self.on_end = on_end
-        self.gate = gate
         self._lock = threading.Lock()
         self._live: dict[int, LiveRun] = {}  # working, or aborted and on its way out
         self._pending: dict[int, LiveRun] = {}  # ended, but the database refused the record
@@ -205,9 +199,6 @@ class Runner:
     def _run(self, live: LiveRun) -> None:
         verdict = None
         try:
-            if self.gate is not None:
-                with self.gate:  # held while the scheduler records a batch of due runs
-                    pass
             with deadline_scope(live):
                 summary, failure = self._work(live)
             verdict = self._decide(live, summary, failure)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import timezone
 
@@ -70,33 +71,33 @@ def _never_called():  # APScheduler wants a callable per job; our executor ignor
 
 
 class _BatchingScheduler(BackgroundScheduler):
-    """Hands every due slot of one wake-up to ``on_fires`` at once, holding ``gate``.
+    """Hands every due slot of one wake-up to ``on_fires`` at once, holding ``lock``: a
+    thousand slots due at the same second are recorded in a few transactions, and every row
+    is written before the first of their runs starts its work."""
 
-    Runs started meanwhile wait on the gate before doing any work, so a thousand runs due
-    at the same second are all recorded first (in a few transactions) instead of each
-    waiting for the GIL behind the runs started before it.
-    """
-
-    def __init__(self, gate: threading.Lock, due: Fires, on_fires: Callable[[Fires], None], **kwargs):
+    def __init__(self, lock: threading.Lock, due: Fires, on_fires: Callable[[Fires], None], **kwargs):
         super().__init__(**kwargs)
-        self.gate, self.due, self.on_fires = gate, due, on_fires
+        self.lock, self.due, self.on_fires = lock, due, on_fires
 
     def _process_jobs(self):
-        with self.gate:
-            wait = super()._process_jobs()
+        with self.lock:
+            began = time.monotonic()
+            wait = super()._process_jobs()  # seconds to the next slot from ``began``, or None
             fires = self.due[:]
             self.due.clear()
             if fires:
                 self.on_fires(fires)
-            return wait
+            # Recording the fires took time the wait was counted from: without this, every
+            # wake-up after a busy one would come that much late.
+            return None if wait is None else max(0.0, wait - (time.monotonic() - began))
 
 
 class Scheduler:
     """The APScheduler instance for one daemon."""
 
-    def __init__(self, on_fires: Callable[[Fires], None], gate: threading.Lock):
+    def __init__(self, on_fires: Callable[[Fires], None]):
         self._jobs = MemoryJobStore()  # ours, to ask it for one job or the earliest fire
-        self._gate = gate
+        self._lock = threading.Lock()  # held through each wake-up
         # Jobs whose next fire time may have moved since changed_fire_times() last looked:
         # each fire moves its job's, a sync those it adds. A tick reads only these, not
         # every job (10,000 of them at one second each would be the daemon's idle load).
@@ -108,7 +109,7 @@ class Scheduler:
 
         due: Fires = []
         self._aps = _BatchingScheduler(
-            gate,
+            self._lock,
             due,
             fired,
             timezone=timezone.utc,
@@ -149,13 +150,13 @@ class Scheduler:
 
     def next_fire_times(self) -> dict[str, float | None]:
         """Every scheduled job's next fire time (at a start or a reload)."""
-        with self._gate:  # not half-way through a wake-up: each fired job's time is moved
+        with self._lock:  # not half-way through a wake-up: each fired job's time is moved
             self._moved.clear()
             return {job.id: _timestamp(job.next_run_time) for job in self._aps.get_jobs()}
 
     def changed_fire_times(self) -> dict[str, float | None]:
         """The next fire times that may have moved since the last look (None: no more fires)."""
-        with self._gate:
+        with self._lock:
             moved, self._moved = self._moved, set()
             return {
                 name: _timestamp(getattr(self._jobs.lookup_job(name), "next_run_time", None))
