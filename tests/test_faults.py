@@ -146,8 +146,8 @@ def test_a_refused_end_is_kept_and_lands_with_its_true_status(runner, store_faul
     live = r.start(r.config.job("j"), "manual", 2.0)
     store_faults.fail_until_cleared("io")  # before the run ends: its end is refused
     go.touch()
-    wait_for(lambda: live.verdict is not None, 3, what="the run's verdict")
-    assert r.pending_ends() == [live] and r.live_runs() == []  # no longer blocks max_instances
+    wait_for(lambda: r.pending_ends() == [live], 3, what="the run's end, pending")
+    assert r.live_runs() == []  # no longer blocks max_instances
     assert store.run_status(live.run_id) == "running"
     assert r.record_pending() == 1  # still refused
     store_faults.clear()
@@ -298,8 +298,7 @@ def test_a_stop_that_cannot_write_keeps_the_ends_for_the_next_start(
     # The run ends while the database refuses every write: its end is pending at the stop.
     store_faults.fail_until_cleared("full")
     go.touch()
-    wait_for(lambda: run.verdict is not None, 3, what="the manual run's verdict")
-    assert runner.pending_ends() == [run]
+    wait_for(lambda: runner.pending_ends() == [run], 3, what="the manual run's end, pending")
     t0 = time.monotonic()
     d.request_stop()
     d.thread.join(10)
@@ -482,3 +481,31 @@ def test_a_cancel_recorded_elsewhere_stops_the_run_at_its_next_step(runner):
     time.sleep(0.3)
     assert len(store.get_run(live.run_id)[1]) == count
     assert store.get_run(live.run_id)[0].error == "cancelled (test)"
+
+
+def test_a_stop_in_the_middle_of_a_burst_is_prompt_and_loses_no_slot(daemon):
+    """SIGTERM just after 1,200 slots came due at once: the stop does not wait for the whole
+    burst to be recorded, and after the next start every slot of every job has exactly one
+    row (a run, or the skip that counts it as missed while the daemon was stopped)."""
+    jobs = "".join(
+        f'[[jobs]]\nname = "j{i:04d}"\nschedule = "every 2s"\nrun = "beaconlite.builtin:noop"\n'
+        for i in range(1200)
+    )
+    d = daemon(jobs, defaults=DAEMON_DEFAULTS.replace('log_level = "debug"', 'log_level = "info"')
+               + "max_concurrent_runs = 2000\n")  # fmt: skip
+    wait_for(lambda: len(d.runs()) >= 1200, 15, what="a first burst")
+    slot = (time.time() // 2 + 1) * 2
+    time.sleep(max(0.0, slot + 0.01 - time.time()))
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 3
+    d.start()
+    wait_for(
+        lambda: len({r.job for r in d.runs() if r.scheduled_at >= slot}) == 1200, 15, what="the next slots"
+    )
+    assert d.stop() == 0
+    for i in range(1200):
+        job = f"j{i:04d}"
+        first = min(r.scheduled_at for r in d.runs(job))
+        assert accounted_once(d.database, job, 2.0, first, slot) == [], job
+    assert not [r for r in d.runs() if r.status == "running"]
