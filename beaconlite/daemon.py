@@ -366,7 +366,9 @@ class Daemon:
                 # The stop waits for this wake-up: the slots not recorded yet are left to the
                 # next start, which counts them as missed while the daemon was not running.
                 log.info(
-                    "stopping: %d due slot(s) left to the next start", len(fires) - i, extra={"event": "daemon.stop"}
+                    "stopping: %d due slot(s) left to the next start",
+                    len(fires) - i,
+                    extra={"event": "daemon.stop"},
                 )
                 return
             try:  # runs on APScheduler's thread: never let an error escape into it
