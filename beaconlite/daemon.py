@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass
 
@@ -69,7 +69,13 @@ class Daemon:
         self.host = socket.gethostname()
         self.lock = DaemonLock(config.daemon.database, store.file_mode(config.daemon.group_access))
         self.exit_code = 0
-        self._wake = threading.Event()
+        # Wakes the tick's wait. Not a threading.Event: a signal handler runs between two
+        # bytecodes of the main thread, maybe while that thread holds the Event's own lock
+        # (in wait() or clear()), and set() would then wait for it forever. A byte on a
+        # socket takes no Python lock.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._stop = False
         self._reload_wanted = False
         self._reload_requests: list[int] = []  # `beaconlite reload` requests to answer
@@ -150,7 +156,7 @@ class Daemon:
         if not settings.listen:
             return None
         view = DaemonView(
-            lambda: self.config, self.config.daemon.database, self.host, self._wake.set, self._web_reap
+            lambda: self.config, self.config.daemon.database, self.host, self.wake, self._web_reap
         )
         try:
             server = Server(*settings.address, WebApp(view))
@@ -172,14 +178,21 @@ class Daemon:
     def request_stop(self, exit_code: int = 0) -> None:
         self.exit_code = max(self.exit_code, exit_code)
         self._stop = True
-        self._wake.set()
+        self.wake()
 
     def request_reload(self, request_id: int | None = None) -> None:
         """Reload at the next tick (a signal handler calls this: it only sets flags)."""
         if request_id is not None:
             self._reload_requests.append(request_id)
         self._reload_wanted = True
-        self._wake.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Tick now (any thread, or a signal handler: no lock is taken)."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is pending anyway) or closed (stopped)
+            pass
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
@@ -194,8 +207,13 @@ class Daemon:
             interval = self.tick_interval
             # Tick half-way between whole seconds, where schedules put their slots: the
             # tick's own writes then never queue up with a burst of fires.
-            self._wake.wait(interval - (clock.wall() - timing.TICK_PHASE) % interval)
-            self._wake.clear()
+            timeout = interval - (clock.wall() - timing.TICK_PHASE) % interval
+            if select.select([self._wake_r], [], [], timeout)[0]:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass  # drained
             if self._stop:
                 break
             self.tick(clock.Clocks.read())
@@ -482,6 +500,8 @@ class Daemon:
         finally:
             store.close()
             self.lock.release()
+            self._wake_r.close()
+            self._wake_w.close()
         log.info("stopped (exit %d)", self.exit_code, extra={"event": "daemon.stopped"})
 
     def _write_pending_ends(self, limit: float) -> None:
