@@ -295,14 +295,34 @@ def close() -> None:
         db.close()
 
 
-def batch_for(hold: float, batch: int, took: float) -> int:
-    """The next batch's size, so that it takes about ``hold`` seconds (this one took
-    ``took``). Damped: one batch's time is only roughly its size's (the cache, a page
-    split), and an overshoot is a writer kept waiting."""
-    return max(100, min(50_000, int(batch * min(1.5, max(0.25, hold / max(took, 0.001))))))
+# Long work (a prune) goes in writes that hold the lock about SHORT_WRITE seconds, each
+# followed by BETWEEN_WRITES seconds without it. Another process waiting on the lock sleeps in
+# SQLite's busy handler and retries at 1, 3, 8, 18, 33, 53 ms of waiting, at most 20 ms apart:
+# a gap of 20 ms catches one of those retries whenever a hold ends within 33 ms (twice the
+# aim: one write's time varies), and the next otherwise.
+SHORT_WRITE = 0.015
+BETWEEN_WRITES = 0.020
 
 
-def give_back_free_pages(hold: float, gap: float) -> int:
+def in_short_writes(work: Callable[[int], int], first: int) -> int:
+    """``work(size)`` in one write transaction after another until it does nothing; the
+    total it did. Each size follows how long the last write took, commit included (the lock
+    is held until then), damped: one write's time is only roughly its size's (the cache, a
+    page split), and an overshoot is a writer kept waiting."""
+    total, size = 0, first
+    while True:
+        started = time.monotonic()
+        with write():
+            done = work(size)
+        took = time.monotonic() - started
+        if not done:
+            return total
+        total += done
+        size = max(100, min(50_000, int(size * min(1.5, max(0.25, SHORT_WRITE / max(took, 0.001))))))
+        time.sleep(BETWEEN_WRITES)
+
+
+def give_back_free_pages() -> int:
     """Shrink the file by its free pages, a few at a time (each step a short write), when the
     database keeps them for that (incremental auto-vacuum); the number of pages given back.
 
@@ -311,19 +331,14 @@ def give_back_free_pages(hold: float, gap: float) -> int:
     """
     if db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
         return 0
-    total, step = 0, 100
-    while True:
-        started = time.monotonic()
-        with write():
-            conn = db.connection()
-            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-            # One page a statement: Python's sqlite3 steps a statement without result
-            # columns once, and incremental_vacuum frees one page a step (about 7 us).
-            for _ in range(min(step, free)):
-                conn.execute("PRAGMA incremental_vacuum")
-        took = time.monotonic() - started
-        if not free:
-            return total
-        total += min(step, free)
-        step = batch_for(hold, step, took)
-        time.sleep(gap)
+
+    def free_pages(size: int) -> int:
+        conn = db.connection()
+        free = min(size, conn.execute("PRAGMA freelist_count").fetchone()[0])
+        # One page a statement: Python's sqlite3 steps a statement without result columns
+        # once, and incremental_vacuum frees one page a step (about 7 us).
+        for _ in range(free):
+            conn.execute("PRAGMA incremental_vacuum")
+        return free
+
+    return in_short_writes(free_pages, 100)

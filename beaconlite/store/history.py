@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import NamedTuple
 
-from peewee import Select, ValuesList, fn
+from peewee import Select, fn
 
 from beaconlite.statuses import ALL, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, SUCCESS, TIMEOUT
 from beaconlite.store.database import db
-from beaconlite.store.runs import paused_jobs
+from beaconlite.store.runs import job_name_tables, paused_jobs
 from beaconlite.store.schema import Instance, JobState, Run, Step
 
 
@@ -180,7 +180,6 @@ class JobFacts:
 
 _LATEST_OF = (*FINISHED, SKIPPED, RUNNING)
 _LATEST_FIELDS = (Run.id, Run.status, Run.started_at, Run.finished_at, Run.duration_s, Run.error)  # LatestRun
-_CHUNK = 400  # job names per statement: well inside every engine's parameter limit
 
 
 def job_facts(names: list[str]) -> dict[str, JobFacts]:
@@ -188,8 +187,7 @@ def job_facts(names: list[str]) -> dict[str, JobFacts]:
     correlated MAX per status is one seek in (job, status); the rows are then found by id
     in the same statement). Flat however long the history is, and no query per job."""
     latest: dict[str, dict[str, LatestRun]] = {}
-    for i in range(0, len(names), _CHUNK):
-        jobs = ValuesList([(n,) for n in names[i : i + _CHUNK]]).cte("j", columns=("name",))
+    for jobs in job_name_tables(names):
         ids = Select(
             from_list=[jobs],
             columns=[

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 
 from peewee import Case, IntegrityError, Select, ValuesList
 
 from beaconlite.errors import Paused, RunEnded, SlotTaken
 from beaconlite.statuses import ABORTED, RUNNING, SKIPPED
-from beaconlite.store.database import batch_for, db, give_back_free_pages, in_this_batch
+from beaconlite.store.database import db, give_back_free_pages, in_short_writes, in_this_batch
 from beaconlite.store.schema import Instance, JobState, Pause, Request, Run, Step, close, write
 
 log = logging.getLogger("beaconlite.store")
@@ -306,7 +305,13 @@ def resumed_at(job: str) -> float | None:
     return row.resumed_at if row else None
 
 
-_CHUNK = 400  # job names per statement: well inside every engine's parameter limit
+CHUNK = 400  # job names per statement: well inside every engine's parameter limit
+
+
+def job_name_tables(names: list[str]):
+    """The job names as a table ``j(name)`` to join with, a few hundred per statement."""
+    for i in range(0, len(names), CHUNK):
+        yield ValuesList([(n,) for n in names[i : i + CHUNK]]).cte("j", columns=("name",))
 
 
 def ledger_marks(names: list[str]) -> dict[str, float | None]:
@@ -316,8 +321,7 @@ def ledger_marks(names: list[str]) -> dict[str, float | None]:
     look-ups a seek in an index (the start-up and a freeze ask for every job at once)."""
     marks: dict[str, float | None] = {}
     resumed = {p.job: p.resumed_at for p in Pause.select(Pause.job, Pause.resumed_at)}
-    for i in range(0, len(names), _CHUNK):
-        jobs = ValuesList([(n,) for n in names[i : i + _CHUNK]]).cte("j", columns=("name",))
+    for jobs in job_name_tables(names):
         started = (  # as last_started_slot, by (job, scheduled_at, attempt)
             Run.select(Run.scheduled_at)
             .where((Run.job == jobs.c.name) & (Run.scheduled_at < _FAR_FUTURE))
@@ -405,8 +409,8 @@ def save_fire_times(fires: dict[str, float | None]) -> None:
     """Move the published next fire times of some jobs (after their fires), in one write."""
     names = sorted(fires)
     with write():
-        for i in range(0, len(names), _CHUNK):
-            chunk = names[i : i + _CHUNK]
+        for i in range(0, len(names), CHUNK):
+            chunk = names[i : i + CHUNK]
             JobState.update(next_run_at=Case(JobState.name, [(n, fires[n]) for n in chunk])).where(
                 JobState.name.in_(chunk)
             ).execute()
@@ -430,35 +434,21 @@ def prune_in_background(before: float) -> None:
         log.warning("cannot start the prune thread: %s; trying again tomorrow", e)
 
 
-# A prune batch holds the write lock about HOLD seconds, then leaves it free for GAP. Another
-# process waiting on it sleeps in SQLite's busy handler and retries at 1, 3, 8, 18, 33, 53 ms
-# of waiting, at most 20 ms apart: a gap of 20 ms catches one of those retries whenever a
-# hold ends within 33 ms (twice the aim: one batch's time varies), and the next otherwise.
-HOLD = 0.015
-GAP = 0.020
-
-
 def prune(before: float, dry_run: bool = False) -> int:
     """Delete finished runs (and steps) that finished before ``before``, in short batches;
     then give the freed space back to the file system, also in short steps."""
     finished = (Run.status != RUNNING) & (Run.finished_at < before)
     if dry_run:
         return Run.select().where(finished).count()
-    total, batch = 0, 500
-    while True:
+
+    def delete_oldest(size: int) -> int:
         # The oldest first, by the finished_at index; the same rows for both statements of
         # the transaction (no list of ids to send: building one costs more than deleting).
-        doomed = Run.select(Run.id).where(finished).order_by(Run.finished_at).limit(batch)
-        started = time.monotonic()
-        with write():  # one short write transaction per batch
-            Step.delete().where(Step.run_id.in_(doomed)).execute()
-            deleted = Run.delete().where(Run.id.in_(doomed)).execute()
-        took = time.monotonic() - started  # with its commit: the lock is held until then
-        if not deleted:
-            break
-        total += deleted
-        batch = batch_for(HOLD, batch, took)
-        time.sleep(GAP)
+        doomed = Run.select(Run.id).where(finished).order_by(Run.finished_at).limit(size)
+        Step.delete().where(Step.run_id.in_(doomed)).execute()
+        return Run.delete().where(Run.id.in_(doomed)).execute()
+
+    total = in_short_writes(delete_oldest, 500)
     if total:
-        give_back_free_pages(HOLD, GAP)
+        give_back_free_pages()
     return total
