@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from beaconlite import __version__, statuses, values
 from beaconlite.durations import parse_duration, parse_size
 from beaconlite.errors import ConfigError
-from beaconlite.places import default_database
+from beaconlite.places import Database, PostgresURL, database_location, default_database
 from beaconlite.redaction import Redactor
 
 if sys.version_info >= (3, 11):
@@ -128,7 +128,7 @@ class NotifySpec:
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    database: Path = key(parse=values.plain, factory=default_database)
+    database: Database = key(parse=values.plain, factory=default_database)
     python_path: tuple[str, ...] = key((), values.list_of(values.plain))
     timezone: str = key("local", values.timezone)
     log_level: str = key("info", values.choice("debug", "info", "warning", "error"))
@@ -143,6 +143,7 @@ class DaemonSettings:
     keep_history: float = key(90 * 86400.0, parse_duration)  # 0 = keep everything
     group_access: bool = key(False, values.boolean)
     max_leaked_threads: int = key(4, values.int_in(1, 10000))
+    max_connections: int = key(10, values.int_in(2, 1000))  # PostgreSQL only: the pool per node
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ class _Loader:
                 hint = f' (did you mean "{close[0]}"?)' if close else ""
                 self.fail(where, f'unknown key "{key}"{hint}')
             try:
-                path = where == "[daemon]" and key in PATH_KEYS
+                # A password in a PostgreSQL URL is a secret; a path is not.
+                path = where == "[daemon]" and key in PATH_KEYS and not _names_postgres(value)
                 clean[key] = keys[key](self.interpolate(value, f"{where}.{key}", secret=not path))
             except ValueError as e:
                 self.fail(where, f'key "{key}": {e}')
@@ -256,9 +258,12 @@ class _Loader:
         )
         daemon = self.section(data.get("daemon", {}), DAEMON, "[daemon]")
         base = self.path.parent
-        daemon["database"] = (
-            (base / daemon["database"]).absolute() if "database" in daemon else DaemonSettings().database
-        )
+        try:
+            daemon["database"] = (
+                database_location(daemon["database"], base) if "database" in daemon else default_database()
+            )
+        except ValueError as e:
+            self.fail("[daemon]", f'key "database": {e}')
         daemon["python_path"] = tuple(str((base / p).absolute()) for p in daemon.get("python_path", ()))
         daemon_settings = DaemonSettings(**daemon)
         http = HttpSettings(**self.section(data.get("http", {}), HTTP, "[http]"))
@@ -368,6 +373,10 @@ class _Loader:
         return Check(**spec)
 
 
+def _names_postgres(value) -> bool:
+    return isinstance(value, str) and value.split(":", 1)[0] in PostgresURL.SCHEMES
+
+
 def daemon_database_as_written(path: Path) -> str:
     """The `[daemon] database` of a config that is valid TOML but may fail validation
     ("" when it names none); ConfigError when even that cannot be read."""
@@ -378,7 +387,8 @@ def daemon_database_as_written(path: Path) -> str:
     loader = _Loader(path, os.environ, env_required=False)
     daemon = data.get("daemon") if isinstance(data.get("daemon"), dict) else {}
     try:
-        return values.plain(loader.interpolate(daemon.get("database", ""), "[daemon].database", secret=False))
+        value = daemon.get("database", "")
+        return values.plain(loader.interpolate(value, "[daemon].database", secret=not _names_postgres(value)))
     except ValueError as e:
         raise ConfigError(f'{path}: [daemon]: key "database": {e}') from None
 

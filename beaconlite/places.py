@@ -8,8 +8,53 @@ import os
 import stat
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from beaconlite.errors import ConfigError
+
+
+class PostgresURL:
+    """A PostgreSQL database named by URL (SPEC 11). ``str()`` is the URL with its password
+    masked, so it can be logged and shown anywhere; ``url`` is for the driver alone."""
+
+    SCHEMES = ("postgresql", "postgres")
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        if parts.scheme not in self.SCHEMES or not parts.path.strip("/"):
+            raise ValueError("a PostgreSQL URL is postgresql://USER@HOST:PORT/DATABASE")
+        self.url = url
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:***@{host}"
+        self._shown = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+    def __str__(self) -> str:
+        return self._shown
+
+    def __repr__(self) -> str:
+        return f"PostgresURL({self._shown!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, PostgresURL) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+
+Database = Path | PostgresURL  # where the runs are: a SQLite file, or a PostgreSQL cluster's database
+
+
+def is_postgres(database) -> bool:
+    return isinstance(database, PostgresURL)
+
+
+def database_location(value: str, base: Path) -> Database:
+    """`[daemon] database` (or --database): a PostgreSQL URL, else a path (relative to ``base``)."""
+    if value.split(":", 1)[0] in PostgresURL.SCHEMES and "://" in value:
+        return PostgresURL(value)
+    return (base / value).absolute()
 
 
 def default_database() -> Path:
@@ -41,13 +86,13 @@ def find_config(explicit: str | None) -> Path | None:
     return next((p for p in config_search_path() if p.is_file()), None)
 
 
-def database_of(path: Path) -> Path:
+def database_of(path: Path) -> Database:
     """The `[daemon] database` of a config that fails validation but is valid TOML, so a
     query can still read the history (ConfigError when even that cannot be read)."""
     from beaconlite.config import daemon_database_as_written
 
     value = daemon_database_as_written(path)
-    return (path.parent / value).absolute() if value else default_database()
+    return database_location(value, path.parent) if value else default_database()
 
 
 def prepare_database_directory(config) -> None:
@@ -58,6 +103,8 @@ def prepare_database_directory(config) -> None:
     from beaconlite.store import ensure_directory
 
     settings = config.daemon
+    if is_postgres(settings.database):
+        return  # the server's business
     try:
         whole = settings.database == default_database()
         ensure_directory(settings.database.parent, settings.group_access, parents=whole)

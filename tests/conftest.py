@@ -45,6 +45,39 @@ def tmp_db(tmp_path) -> Path:
     store.close()
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server of the test session's own (skips with the reason when none can run)."""
+    import postgres
+
+    reason = postgres.why_unavailable()
+    if reason:
+        pytest.skip(f"PostgreSQL tests: {reason}")
+    server = postgres.Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty PostgreSQL database."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path):
+    """A fresh, migrated store on each backend, open in this process; its location."""
+    from beaconlite.places import PostgresURL
+
+    if request.param == "sqlite":
+        location = tmp_path / "state" / "beaconlite.db"
+    else:
+        location = PostgresURL(request.getfixturevalue("pg_url"))
+    store.open_writer(location)
+    yield location
+    store.close()
+
+
 @pytest.fixture
 def make_config(tmp_path):
     """Write a config (dedented TOML) next to a temporary database; return its path."""

@@ -173,7 +173,7 @@ def test_foreign_sqlite_file_is_refused(tmp_path):
         store.open_reader(path)
 
 
-def test_a_slot_starts_at_most_once(tmp_db):
+def test_a_slot_starts_at_most_once(any_db):
     make_run(scheduled_at=5.0)
     with pytest.raises(SlotTaken):
         make_run(scheduled_at=5.0)
@@ -181,7 +181,7 @@ def test_a_slot_starts_at_most_once(tmp_db):
     assert store.record_skipped("j", 5.0, "dup", 6.0) is None
 
 
-def test_finish_is_compare_and_set_and_ends_steps(tmp_db):
+def test_finish_is_compare_and_set_and_ends_steps(any_db):
     run_id = make_run()
     done = store.start_step(run_id, "a", 101.0)
     store.finish_step(run_id, done, "success", None, 102.0)
@@ -198,7 +198,7 @@ def test_finish_is_compare_and_set_and_ends_steps(tmp_db):
     assert [(s.name, s.status) for s in store.get_run(run_id)[1]] == [("a", "success"), ("b", "timeout")]
 
 
-def test_two_writers_one_wins(tmp_db):
+def test_two_writers_one_wins(any_db):
     """Two threads (two connections) race to finish the same run: exactly one wins."""
     for trial in range(20):
         run_id = make_run(scheduled_at=float(trial))
@@ -220,7 +220,7 @@ def test_two_writers_one_wins(tmp_db):
         assert store.run_status(run_id) == winners[0]
 
 
-def test_job_overview_ignores_skips_for_last_status(tmp_db):
+def test_job_overview_ignores_skips_for_last_status(any_db):
     a = make_run(scheduled_at=1.0)
     store.finish_run(a, "error", 2.0, error="boom")
     store.record_skipped("j", 3.0, "overlap: 1 run live", 3.0)
@@ -324,8 +324,17 @@ def test_every_hot_query_walks_an_index_not_the_history(tmp_db):
     assert seen > 20
 
 
-def test_a_batch_commits_once_and_a_refused_write_undoes_only_itself(tmp_db):
-    outside = sqlite3.connect(tmp_db)
+def outside_connection(location):
+    """A connection of another client to the same database."""
+    if isinstance(location, Path):
+        return sqlite3.connect(location)
+    import psycopg
+
+    return psycopg.connect(location.url, autocommit=True)
+
+
+def test_a_batch_commits_once_and_a_refused_write_undoes_only_itself(any_db):
+    outside = outside_connection(any_db)
     count = lambda: outside.execute("SELECT COUNT(*) FROM run").fetchone()[0]  # noqa: E731
     committed = []
     with store.batch():
@@ -368,7 +377,7 @@ def test_a_batch_that_fails_part_way_records_nothing_and_says_what_was_lost(tmp_
     assert store.run_status(21) == "running"
 
 
-def test_prune_deletes_finished_runs_and_steps_only(tmp_db):
+def test_prune_deletes_finished_runs_and_steps_only(any_db):
     for i in range(25):
         run_id = make_run(scheduled_at=float(i))
         store.start_step(run_id, "s", float(i))

@@ -4,9 +4,12 @@ the one record of whether the database is writable right now (an *outage* when i
 A write waits at most the calling thread's *patience*: the busy timeout by default, less
 on the daemon's tick and on the scheduler's thread, which must keep their pace while
 another process holds the database (waiting on the database is not a freeze). A write that
-fails raises ``WriteFailed`` carrying SQLite's own words; the rollback after it never
+fails raises ``WriteFailed`` carrying the database's own words; the rollback after it never
 replaces them (after SQLITE_FULL, SQLite has already rolled back, and a second rollback
 would say only "no transaction is active").
+
+The handle is SQLite (a file, one connection per thread) or PostgreSQL (a bounded pool per
+process: a thread checks a connection out for a write and gives it back at its end).
 """
 
 from __future__ import annotations
@@ -19,9 +22,21 @@ from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 
-from peewee import DatabaseError, IntegrityError, InterfaceError, SqliteDatabase
+from peewee import DatabaseError, DatabaseProxy, IntegrityError, InterfaceError, PostgresqlDatabase
 
 from beaconlite.errors import WriteFailed
+
+try:  # the optional PostgreSQL driver: its own errors escape peewee's wrapping on a broken link
+    import psycopg
+
+    DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+        DatabaseError,
+        InterfaceError,
+        sqlite3.Error,
+        psycopg.Error,
+    )
+except ImportError:  # pragma: no cover - SQLite-only installs
+    DRIVER_ERRORS = (DatabaseError, InterfaceError, sqlite3.Error)
 
 log = logging.getLogger("beaconlite.store")
 T = TypeVar("T")
@@ -30,7 +45,12 @@ BUSY_TIMEOUT = 10.0  # seconds; SQLite's own wait for another process's lock
 INCREMENTAL = 2  # PRAGMA auto_vacuum: free pages stay in the file until incremental_vacuum
 PRAGMAS = [("busy_timeout", int(BUSY_TIMEOUT * 1000)), ("synchronous", "normal"), ("foreign_keys", 0)]
 
-db = SqliteDatabase(None)  # one connection per thread (peewee's thread_safe default)
+db = DatabaseProxy()  # SQLite or PostgreSQL, chosen when the store is opened
+
+
+def is_postgres() -> bool:
+    return isinstance(db.obj, PostgresqlDatabase)
+
 
 # In-process writers queue here rather than in SQLite's busy handler, which sleeps in
 # 1-100 ms steps: with 20 runs finishing while the scheduler starts 20 more, that sleep
@@ -125,14 +145,38 @@ def _set_busy_timeout(conn, seconds: float) -> None:
 def _rollback(conn) -> None:
     """Roll back if a transaction is still open; never let this replace the real error."""
     try:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    except sqlite3.Error:
+        if is_postgres() or conn.in_transaction:
+            db.execute_sql("ROLLBACK")
+    except DRIVER_ERRORS:
         pass
 
 
 def _begin(conn) -> None:
-    conn.execute("BEGIN IMMEDIATE")
+    if is_postgres():
+        # Row locks, not a database lock: writers wait on each other only over the same
+        # rows, and never longer than the caller's patience.
+        db.execute_sql("BEGIN")
+        ms = max(1, int(min(_wait_left(), BUSY_TIMEOUT) * 1000))
+        db.execute_sql(f"SET LOCAL lock_timeout = {ms}")
+        db.execute_sql(f"SET LOCAL statement_timeout = {ms + int(BUSY_TIMEOUT * 1000)}")
+    else:
+        _set_busy_timeout(conn, min(_wait_left(), BUSY_TIMEOUT))
+        conn.execute("BEGIN IMMEDIATE")
+
+
+def _give_back(failed: bool) -> None:
+    """PostgreSQL: the connection goes back to the pool after each write (a run holds one
+    only while it writes); one that failed is closed, so a server restart leaves no dead
+    connection behind to fail the next write."""
+    if not is_postgres():
+        return
+    try:
+        if failed:
+            db.manual_close()
+        else:
+            db.close()
+    except DRIVER_ERRORS:
+        pass
 
 
 @contextmanager
@@ -154,30 +198,37 @@ def write():
 
 @contextmanager
 def _transaction():
-    if not _write_lock.acquire(timeout=_wait_left()):
+    # SQLite: one writer at a time anyway; in-process writers queue on a lock of ours.
+    serial = _write_lock if not is_postgres() else None
+    if serial is not None and not serial.acquire(timeout=_wait_left()):
         # Another thread here holds the write lock, itself waiting on SQLite's lock.
         raise outage.failed(sqlite3.OperationalError("database is locked"))
+    failed = True
     try:
         try:
             conn = db.connection()
-            _set_busy_timeout(conn, min(_wait_left(), BUSY_TIMEOUT))
             _begin(conn)
-        except (DatabaseError, InterfaceError, sqlite3.Error) as e:
+        except DRIVER_ERRORS as e:
             raise outage.failed(e) from None
         try:
             yield
-            conn.execute("COMMIT")
+            db.execute_sql("COMMIT")
+            failed = False
         except IntegrityError:
+            failed = False
             _rollback(conn)
             raise
-        except (DatabaseError, InterfaceError, sqlite3.Error) as e:
+        except DRIVER_ERRORS as e:
             _rollback(conn)
             raise outage.failed(e) from None
         except BaseException:
+            failed = False
             _rollback(conn)
             raise
     finally:
-        _write_lock.release()
+        if serial is not None:
+            serial.release()
+        _give_back(failed)
     outage.succeeded()
 
 
@@ -234,30 +285,29 @@ def _savepoint(current: _Batch):
             current.broken = e
             raise
         current.open = True
-    conn = db.connection()
-    _in_batch(current, conn.execute, "SAVEPOINT write")
+    _in_batch(current, "SAVEPOINT write")
     try:
         yield
     except IntegrityError:
-        _in_batch(current, conn.execute, "ROLLBACK TO write")
-        _in_batch(current, conn.execute, "RELEASE write")
+        _in_batch(current, "ROLLBACK TO write")
+        _in_batch(current, "RELEASE write")
         raise
-    except (DatabaseError, InterfaceError, sqlite3.Error) as e:
+    except DRIVER_ERRORS as e:
         # SQLite may have rolled the whole transaction back (a full disk): nothing after
         # this in the batch may quietly commit on its own.
         current.broken = outage.failed(e)
         raise current.broken from None
     except BaseException:
-        _in_batch(current, conn.execute, "ROLLBACK TO write")
-        _in_batch(current, conn.execute, "RELEASE write")
+        _in_batch(current, "ROLLBACK TO write")
+        _in_batch(current, "RELEASE write")
         raise
-    _in_batch(current, conn.execute, "RELEASE write")
+    _in_batch(current, "RELEASE write")
 
 
-def _in_batch(current: _Batch, execute: Callable[[str], object], sql: str) -> None:
+def _in_batch(current: _Batch, sql: str) -> None:
     try:
-        execute(sql)
-    except sqlite3.Error as e:
+        db.execute_sql(sql)
+    except DRIVER_ERRORS as e:
         current.broken = outage.failed(e)
         raise current.broken from None
 
@@ -291,7 +341,7 @@ def if_lost(action: Callable[[str], None]) -> None:
 
 
 def close() -> None:
-    if not db.is_closed():
+    if db.obj is not None and not db.is_closed():
         db.close()
 
 
@@ -329,7 +379,7 @@ def give_back_free_pages() -> int:
     Databases made before schema 7 keep their free pages for reuse: converting one takes a
     VACUUM, which holds the whole database for as long as it copies it.
     """
-    if db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+    if is_postgres() or db.execute_sql("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
         return 0
 
     def free_pages(size: int) -> int:

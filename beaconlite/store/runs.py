@@ -97,7 +97,7 @@ def _insert(model, **values) -> int:
     """``model.insert(**values).execute()``, its text built by peewee once per set of
     columns: a burst writes thousands of rows alike, and building the same text again was
     nine tenths of each row's cost (about 200 of 210 us)."""
-    key = (model, type(db), tuple(values))
+    key = (model, type(db.obj), tuple(values))
     known = _INSERTS.get(key)
     if known is None:
         sql, params = model.insert(**values).sql()
@@ -160,7 +160,10 @@ def pause_job(job: str, now: float, by: str) -> Pause | None:
         current = Pause.get_or_none(Pause.job == job)
         if current is not None and current.resumed_at is None:
             return None
-        Pause.insert(job=job, paused_at=now, paused_by=by, resumed_at=None).on_conflict_replace().execute()
+        Pause.insert(job=job, paused_at=now, paused_by=by, resumed_at=None).on_conflict(
+            conflict_target=[Pause.job],
+            update={Pause.paused_at: now, Pause.paused_by: by, Pause.resumed_at: None},
+        ).execute()
     return Pause.get_by_id(job)
 
 

@@ -1,4 +1,5 @@
-"""The schema: peewee models, the schema version and its migrations, opening the file."""
+"""The schema: peewee models, the schema version and its migrations, opening the database
+(a SQLite file, or a PostgreSQL database shared by the nodes of a cluster)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,23 @@ from urllib.parse import quote
 
 from peewee import (
     SQL,
-    CharField,
     DatabaseError,
     DoubleField,
+    ImproperlyConfigured,
     IntegerField,
     Model,
     OperationalError,
+    SqliteDatabase,
     TextField,
 )
 
-from beaconlite.errors import StoreError
+from beaconlite.errors import StoreError, WriteFailed
 from beaconlite.lock import create_private_file
+from beaconlite.places import PostgresURL, is_postgres
 from beaconlite.statuses import RUNNING, SUCCESS
-from beaconlite.store.database import INCREMENTAL, PRAGMAS, close, db, write
+from beaconlite.store.database import BUSY_TIMEOUT, DRIVER_ERRORS, INCREMENTAL, PRAGMAS, close, db, write
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 __all__ = ["close", "db", "write"]
 
@@ -38,21 +41,24 @@ class BaseModel(Model):
 class Instance(BaseModel):
     """A process that runs jobs: the daemon, or a foreground `beaconlite run`."""
 
-    kind = CharField()  # "daemon" | "foreground"
+    kind = TextField()  # "daemon" | "foreground"
     pid = IntegerField()
-    host = CharField()
-    version = CharField()
+    host = TextField()
+    version = TextField()
     started_at = DoubleField()
     heartbeat_at = DoubleField()
     stopped_at = DoubleField(null=True)
     orphan_after = DoubleField()
     leaked_threads = IntegerField(default=0)
+    # PostgreSQL: alive until this time by the database's clock, renewed with each heartbeat
+    # (SPEC 11). Null on SQLite, where the daemon lock says who is alive.
+    lease_until = DoubleField(null=True)
 
 
 class Run(BaseModel):
-    job = CharField()
-    status = CharField()
-    trigger = CharField()
+    job = TextField()
+    status = TextField()
+    trigger = TextField()
     attempt = IntegerField(default=1)
     scheduled_at = DoubleField()
     started_at = DoubleField(null=True)
@@ -93,8 +99,8 @@ Run.add_index(Run.index(Run.status, name="run_unsuccessful", where=(Run.status !
 
 class Step(BaseModel):
     run_id = IntegerField(index=True)
-    name = CharField()
-    status = CharField()
+    name = TextField()
+    status = TextField()
     started_at = DoubleField(null=True)
     finished_at = DoubleField(null=True)
     error = TextField(null=True)
@@ -103,15 +109,17 @@ class Step(BaseModel):
 class Request(BaseModel):
     """A CLI request to the daemon (trigger / cancel / reload), picked up by its tick."""
 
-    kind = CharField()  # "trigger" | "cancel" | "reload"
-    job = CharField(null=True)
+    kind = TextField()  # "trigger" | "cancel" | "reload"
+    job = TextField(null=True)
     run_id = IntegerField(null=True)
     created_at = DoubleField()
     taken_at = DoubleField(null=True)
-    answer = CharField(null=True)  # "done" | "queued" | "refused" (error says why); null: not yet
+    answer = TextField(null=True)  # "done" | "queued" | "refused" (error says why); null: not yet
     result_run_id = IntegerField(null=True)
     error = TextField(null=True)
     detail = TextField(null=True)  # what a done request did, for people ("2 added, ...")
+    node = IntegerField(null=True)  # for this instance alone (a reload asks every node); null: any
+    taken_by = IntegerField(null=True)  # the instance that took it
 
 
 Request.add_index(Request.index(Request.id, name="request_open", where=Request.taken_at.is_null()))
@@ -120,23 +128,40 @@ Request.add_index(Request.index(Request.id, name="request_open", where=Request.t
 class JobState(BaseModel):
     """What the daemon scheduled, so `status --database` needs no config."""
 
-    name = CharField(primary_key=True)
-    schedule = CharField(null=True)
+    name = TextField(primary_key=True)
+    schedule = TextField(null=True)
     enabled = IntegerField(default=1)
     next_run_at = DoubleField(null=True)
-    timezone = CharField(null=True)  # the zone of its cron schedule
-    spec = CharField(null=True)  # a digest of the job's config as the daemon loaded it
+    timezone = TextField(null=True)  # the zone of its cron schedule
+    spec = TextField(null=True)  # a digest of the job's config as the daemon loaded it
 
     class Meta:
         table_name = "job"
 
 
+class Lease(BaseModel):
+    """A short lease one node of a cluster holds (housekeeping), by the database's clock."""
+
+    name = TextField(primary_key=True)
+    holder = IntegerField()
+    until = DoubleField()
+
+
+class SchemaVersion(BaseModel):
+    """PostgreSQL's record of the schema version (SQLite keeps it in PRAGMA user_version)."""
+
+    version = IntegerField()
+
+    class Meta:
+        table_name = "beaconlite_schema"
+
+
 class Pause(BaseModel):
     """A job paused by `beaconlite pause` (kept across restarts), or resumed since."""
 
-    job = CharField(primary_key=True)
+    job = TextField(primary_key=True)
     paused_at = DoubleField()
-    paused_by = CharField()  # user@host
+    paused_by = TextField()  # user@host
     resumed_at = DoubleField(null=True)  # null while paused; the ledger starts again here
 
 
@@ -181,6 +206,16 @@ def _lean_run_indexes() -> None:
     db.create_tables([Run])  # the model's indexes, IF NOT EXISTS
 
 
+def _cluster_columns() -> None:
+    if "lease_until" not in {c.name for c in db.get_columns("instance")}:
+        db.execute_sql("ALTER TABLE instance ADD COLUMN lease_until DOUBLE PRECISION")
+    have = {c.name for c in db.get_columns("request")}
+    for column in ("node", "taken_by"):
+        if column not in have:
+            db.execute_sql(f"ALTER TABLE request ADD COLUMN {column} INTEGER")
+    db.create_tables([Lease])
+
+
 # Each migration takes the schema from version i to i + 1. A later column change adds a
 # step here, never edits an earlier one.
 MIGRATIONS = [
@@ -191,6 +226,7 @@ MIGRATIONS = [
     _add_job_timezone,
     _add_pause_and_reload,
     _lean_run_indexes,
+    _cluster_columns,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -239,14 +275,96 @@ def tighten_modes(database: Path, group_access: bool) -> list[tuple[Path, int, i
     return changed
 
 
+def _use(handle) -> None:
+    """Make ``handle`` the store's database, closing what the previous one held."""
+    old = db.obj
+    if old is not None:
+        if hasattr(old, "close_all"):
+            old.close_all()  # a pool: every connection it opened
+        elif not old.is_closed():
+            old.close()
+    db.initialize(handle)
+
+
 def _connect(path: Path | str, uri: str | None = None) -> None:
-    if not db.is_closed():
-        db.close()
-    db.init(uri or str(path), pragmas=PRAGMAS, uri=bool(uri), check_same_thread=False, timeout=10)
+    _use(
+        SqliteDatabase(uri or str(path), pragmas=PRAGMAS, uri=bool(uri), check_same_thread=False, timeout=10)
+    )
     try:
         db.connect(reuse_if_open=True)
     except (OperationalError, DatabaseError, sqlite3.Error) as e:
         raise StoreError(f"{path}: cannot open database: {e}") from None
+
+
+# A constant key for the migration's advisory lock: "beaconlite" in ASCII, folded to 63 bits.
+MIGRATION_LOCK = int.from_bytes(b"beaconli", "big") & (2**63 - 1)
+
+
+def _connect_postgres(target: PostgresURL, max_connections: int, read_only: bool) -> None:
+    from playhouse.pool import PooledPostgresqlDatabase
+
+    options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+    _use(
+        PooledPostgresqlDatabase(
+            target.url,
+            max_connections=max_connections,
+            timeout=BUSY_TIMEOUT,  # waiting for a free connection of the pool
+            prefer_psycopg3=True,
+            connect_timeout=5,
+            application_name="beaconlite",
+            # A cut network shows within ~15 s instead of TCP's two hours.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            **options,
+        )
+    )
+    try:
+        db.connect(reuse_if_open=True)
+    except ImproperlyConfigured:
+        raise StoreError(
+            f"{target}: a PostgreSQL database needs its driver: pip install 'beaconlite[postgresql]'"
+        ) from None
+    except DRIVER_ERRORS as e:
+        raise StoreError(f"{target}: cannot connect: {' '.join(str(e).split())}") from None
+
+
+def _postgres_version(target: PostgresURL) -> int:
+    try:
+        tables = set(db.get_tables())
+        if "beaconlite_schema" not in tables:
+            if tables & {"run", "instance"}:
+                raise StoreError(f"{target}: not a beaconlite database (it has tables but no schema version)")
+            return 0
+        row = SchemaVersion.select(SchemaVersion.version).first()
+    except DRIVER_ERRORS as e:
+        raise StoreError(f"{target}: not a usable beaconlite database: {' '.join(str(e).split())}") from None
+    version = row.version if row else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{target}: database schema version {version} is newer than this beaconlite "
+            f"understands ({SCHEMA_VERSION}); upgrade beaconlite"
+        )
+    return version
+
+
+def _open_postgres_writer(target: PostgresURL, max_connections: int) -> None:
+    """Migrate under an advisory lock, in one transaction: one node migrates, the others
+    wait for it and then find the schema current."""
+    _connect_postgres(target, max_connections, read_only=False)
+    try:
+        with write():
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            version = _postgres_version(target)
+            if version < SCHEMA_VERSION:
+                for step in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[step]()
+                db.create_tables([SchemaVersion])
+                SchemaVersion.delete().execute()
+                SchemaVersion.insert(version=SCHEMA_VERSION).execute()
+    except WriteFailed as e:
+        raise StoreError(f"{target}: cannot prepare database: {e}") from None
 
 
 def _wal_hint(path: Path) -> str:
@@ -274,8 +392,12 @@ def _schema_version(path: Path) -> int:
     return version
 
 
-def open_writer(path: Path, group_access: bool = False) -> None:
-    """Open (creating and migrating) the database. Call only while holding the daemon lock."""
+def open_writer(path, group_access: bool = False, max_connections: int = 10) -> None:
+    """Open (creating and migrating) the database. Call only while holding the daemon lock
+    (on PostgreSQL: any node, under the migration's advisory lock)."""
+    if is_postgres(path):
+        _open_postgres_writer(path, max_connections)
+        return
     path = Path(path)
     ensure_directory(path.parent, group_access)
     try:
@@ -323,9 +445,12 @@ def open_for_changes(path: Path) -> bool:
     return _open_existing(path, "rw", allow_missing=True)
 
 
-def _open_existing(path: Path, mode: str, allow_missing: bool) -> bool:
-    path = Path(path)
-    if path.exists():
+def _open_existing(path, mode: str, allow_missing: bool) -> bool:
+    if is_postgres(path):
+        _connect_postgres(path, max_connections=4, read_only=mode == "ro")
+        version = _postgres_version(path)
+    elif Path(path).exists():
+        path = Path(path)
         if not os.access(path, os.R_OK):
             raise StoreError(f"{path}: permission denied")
         _connect(path, uri=f"file:{quote(str(path.absolute()))}?mode={mode}")
