@@ -139,8 +139,12 @@ def status(as_json: bool):
     now = time.time()
     daemon, state = store.daemon_state(now, lock_free(path))
     rows = store.job_overview(config, running=state == "running")
-    value = render.status_json(daemon, state, rows, path)
-    emit(value, as_json, render.status_text(daemon, state, rows, now, path, exists, people_zone(config)))
+    nodes = store.cluster_nodes(config.daemon.heartbeat_interval if config else 5.0) if exists else None
+    value = render.status_json(daemon, state, rows, path, nodes)
+    text = render.status_text(daemon, state, rows, now, path, exists, people_zone(config))
+    if nodes is not None:
+        text = f"{text}\n\n{render.nodes_text(nodes, people_zone(config))}"
+    emit(value, as_json, text)
 
 
 @cli.command()

@@ -16,9 +16,18 @@ from beaconlite.durations import format_duration
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)  # Linux only
 
 
+_offset = 0.0  # a cluster node: the database's clock minus ours (SPEC 11)
+
+
 def wall() -> float:
-    """Seconds since the epoch (UTC)."""
-    return time.time()
+    """Seconds since the epoch (UTC); a cluster node's is the database's."""
+    return time.time() + _offset
+
+
+def follow(offset: float) -> None:
+    """Keep the database's time from now on: ``offset`` seconds ahead of this machine's."""
+    global _offset
+    _offset = offset
 
 
 def monotonic() -> float:

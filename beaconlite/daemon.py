@@ -24,7 +24,7 @@ from beaconlite.inbox import Inbox
 from beaconlite.loader import Code
 from beaconlite.lock import DaemonLock
 from beaconlite.notify import Notifier
-from beaconlite.places import prepare_database_directory
+from beaconlite.places import is_postgres, prepare_database_directory
 from beaconlite.redaction import Redactor
 from beaconlite.reloading import Reloading, compare
 from beaconlite.render import iso
@@ -37,6 +37,7 @@ from beaconlite.webserver import Server
 log = logging.getLogger(__name__)
 
 DUTIES = (
+    "housekeeping",
     "reload",
     "requests",
     "pauses",
@@ -67,7 +68,15 @@ class Daemon:
     def __init__(self, config: Config):
         self.config = config
         self.host = socket.gethostname()
-        self.lock = DaemonLock(config.daemon.database, store.file_mode(config.daemon.group_access))
+        # A cluster on PostgreSQL (SPEC 11) has no daemon lock: leases say who lives.
+        self.cluster = is_postgres(config.daemon.database)
+        self.lock = (
+            None
+            if self.cluster
+            else DaemonLock(config.daemon.database, store.file_mode(config.daemon.group_access))
+        )
+        self.housekeeper = not self.cluster  # a lone daemon keeps its own house
+        self._clock_warned = False
         self.exit_code = 0
         # Wakes the tick's wait. Not a threading.Event: a signal handler runs between two
         # bytecodes of the main thread, maybe while that thread holds the Event's own lock
@@ -113,15 +122,24 @@ class Daemon:
         settings = self.config.daemon
         self.code = loader.load_bounded(self.config)  # ConfigError (exit 2) before anything else
         prepare_database_directory(self.config)  # ConfigError naming the key
-        self.lock.acquire()  # LockHeld: another daemon serves this database
-        for path, old, new in store.tighten_modes(settings.database, settings.group_access):
-            log.warning(
-                "tightened the mode of %s from %04o to %04o", path, old, new, extra={"event": "store.mode"}
-            )
-        store.open_writer(settings.database, settings.group_access)
+        if self.cluster:
+            store.open_writer(settings.database, max_connections=settings.max_connections)
+            self._follow_database_clock()
+        else:
+            self.lock.acquire()  # LockHeld: another daemon serves this database
+            for path, old, new in store.tighten_modes(settings.database, settings.group_access):
+                log.warning(
+                    "tightened the mode of %s from %04o to %04o",
+                    path,
+                    old,
+                    new,
+                    extra={"event": "store.mode"},
+                )
+            store.open_writer(settings.database, settings.group_access)
         self.web = self._start_web()  # before anything is recorded: a bad address stops the start
-        self._database_id = self._stat_database()
-        journal.replay(settings.database)  # ends a stop could not write, before the reaper
+        if not self.cluster:
+            self._database_id = self._stat_database()
+            journal.replay(settings.database)  # ends a stop could not write, before the reaper
         now = self.started_at = clock.wall()
         previous = store.latest_daemon()
         self.instance = store.register_instance(
@@ -260,6 +278,21 @@ class Daemon:
 
     # -- the duties -----------------------------------------------------------------------
 
+    def _housekeeping(self, tick: Tick) -> None:
+        """In a cluster: hold (or try for) the housekeeping lease; its holder prunes,
+        publishes the job list and records slots no node claimed."""
+        if not self.cluster:
+            return
+        was = self.housekeeper
+        self.housekeeper = store.nodes.hold_lease(
+            store.nodes.HOUSEKEEPING, self.instance, timing.HOUSEKEEPING_LEASE
+        )
+        if self.housekeeper and not was:
+            self._published = None  # publish the whole job list
+            log.info("this node keeps the house now", extra={"event": "cluster.housekeeper"})
+        if self.housekeeper and self._every("unclaimed", self.config.daemon.reaper_interval, tick):
+            self.slots.record_unclaimed(tick.now)
+
     def _requests(self, tick: Tick) -> None:
         """Requests from the CLI: trigger, cancel."""
         self.inbox.take(tick.now, self._own())
@@ -289,11 +322,58 @@ class Daemon:
         if not self._every("heartbeats", self.config.daemon.heartbeat_interval, tick):
             return
         ids = [r.run_id for r in self.runner.live_runs() + self.runner.pending_ends()]
-        for run_id in store.heartbeat(self.instance, ids, tick.now):
+        if self.cluster:
+            self._follow_database_clock()
+        try:
+            ended = store.heartbeat(self.instance, ids, tick.now)
+        except store.nodes.Fenced:
+            self._fence()
+            return
+        for run_id in ended:
             self.runner.disown(run_id, store.run_status(run_id))
 
+    def _follow_database_clock(self) -> None:
+        """A node keeps the database's time (SPEC 11): our clock corrected by the offset
+        measured here, half the round trip taken off."""
+        before = time.time()
+        database = store.nodes.database_clock()
+        after = time.time()
+        offset = database - (before + after) / 2
+        clock.follow(offset)
+        if abs(offset) > 1.0 and not self._clock_warned:
+            log.warning(
+                "this machine's clock is %+.1fs off the database's; beaconlite keeps the database's",
+                -offset,
+                extra={"event": "clock.database_offset"},
+            )
+        self._clock_warned = abs(offset) > 1.0
+
+    def _fence(self) -> None:
+        """Our lease is gone (we were frozen, or cut off from the database): peers may have
+        rescued our runs. Abort them, write nothing more for them, and join again as a new
+        instance."""
+        live = self.runner.live_runs()
+        log.error(
+            "node %d lost its lease (frozen, or cut off from the database); aborting %d run(s) "
+            "and joining again as a new node",
+            self.instance,
+            len(live),
+            extra={"event": "cluster.fenced"},
+        )
+        for run in live:
+            self.runner.disown(run.run_id, "fenced")
+        self.runner.forget_pending_ends()
+        self.instance = store.register_instance(
+            "daemon", os.getpid(), self.host, __version__, self.config.daemon.orphan_after, clock.wall()
+        )
+        self.runner.instance_id = self.instance
+        self._leaked_written = 0
+        log.info("joined again as node %d", self.instance, extra={"event": "cluster.join"})
+
     def _reaper(self, tick: Tick) -> None:
-        if self._every("reaper", self.config.daemon.reaper_interval, tick):
+        # In a cluster every node looks each tick (a small read of the live runs): a dead
+        # peer's runs are flipped within orphan_after and a tick, whoever keeps the house.
+        if self.cluster or self._every("reaper", self.config.daemon.reaper_interval, tick):
             self._reap(tick.now)
 
     def _recovery(self, tick: Tick) -> None:
@@ -310,7 +390,7 @@ class Daemon:
         """A database file deleted or replaced under us: stop, so the service manager
         restarts us on the file now there. (stat only: reopening the file would drop
         SQLite's POSIX locks on it.)"""
-        if not self._every("database_file", timing.DATABASE_CHECK, tick):
+        if self.cluster or not self._every("database_file", timing.DATABASE_CHECK, tick):
             return
         now_there = self._stat_database()
         if now_there != self._database_id:
@@ -342,6 +422,8 @@ class Daemon:
 
     def _prune(self, tick: Tick) -> None:
         keep = self.config.daemon.keep_history
+        if not self.housekeeper:
+            return
         if "prune" not in self._due:  # the first prune comes a minute after the start
             self._due["prune"] = tick.clocks.monotonic + timing.FIRST_PRUNE
         if keep and tick.clocks.monotonic >= self._due["prune"]:
@@ -350,7 +432,9 @@ class Daemon:
 
     def _publish(self, tick: Tick | None) -> None:
         """The job list and next fire times, for `status`: the whole list at the start and
-        after a reload, then only the fire times that moved."""
+        after a reload, then only the fire times that moved. (In a cluster: the housekeeper.)"""
+        if not self.housekeeper:
+            return
         if self._published is not self.config:
             store.save_job_states(store.job_states_of(self.config.jobs, self.scheduler.next_fire_times()))
             self._published = self.config
@@ -375,6 +459,14 @@ class Daemon:
             gap, seen_at = self._last_gap
             recent = gap if clock.monotonic() - seen_at < 10 else None
             why = clock.explain_gap(self._last, clock.Clocks.read(), self.tick_interval) or recent or why
+        if self.cluster:
+            # No run starts before its slot by the database's clock: a node whose own clock
+            # is fast has been woken early by APScheduler (which reads that clock).
+            early = max(slot for _, slots in fires for slot in slots) - clock.wall()
+            if early > 0:
+                time.sleep(min(early, timing.CLUSTER_EARLY_WAIT))
+            # Every node takes the jobs' decision locks in one order: never a deadlock.
+            fires = sorted(fires, key=lambda fire: fire[0])
         with self.runner.starting_together():
             self._record_fires(fires, why)
 
@@ -499,7 +591,8 @@ class Daemon:
             self.exit_code = max(self.exit_code, 1)
         finally:
             store.close()
-            self.lock.release()
+            if self.lock is not None:
+                self.lock.release()
             self._wake_r.close()
             self._wake_w.close()
         log.info("stopped (exit %d)", self.exit_code, extra={"event": "daemon.stopped"})
@@ -516,7 +609,8 @@ class Daemon:
         self.exit_code = max(self.exit_code, 1)
         runs = [str(e["run_id"]) for e in entries if e["kind"] == "end"]
         skips = sum(1 for e in entries if e["kind"] == "skip")
-        kept = journal.write(
+        # A cluster has no file beside its database: its peers' reapers record the runs.
+        kept = not self.cluster and journal.write(
             self.config.daemon.database, entries, store.file_mode(self.config.daemon.group_access)
         )
         log.error(
@@ -531,7 +625,8 @@ class Daemon:
     def _mark_stopped(self) -> None:
         try:
             store.stop_instance(self.instance, clock.wall())
-            store.save_job_states(store.job_states_of(self.config.jobs, {}))  # nothing will fire
+            if not self.cluster:  # a cluster's other nodes still fire
+                store.save_job_states(store.job_states_of(self.config.jobs, {}))  # nothing will fire
         except WriteFailed as e:  # the next start sees the lock free: this instance is gone
             log.warning("could not mark this instance stopped: %s", e)
 

@@ -21,7 +21,7 @@ class Inbox:
 
     def take(self, now: float, own: reaper.Own) -> None:
         """Answer every open request."""
-        for request in store.take_requests(now):
+        for request in store.take_requests(now, self.runner.instance_id):
             if request.kind == "trigger":
                 job = self.slots.config.job(request.job)
                 if job is None:

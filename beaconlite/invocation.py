@@ -61,7 +61,9 @@ def database_path(config) -> Path:
 
     meta = _meta()
     if "database" in meta:
-        return Path(meta["database"])
+        from beaconlite.places import database_location
+
+        return database_location(meta["database"], Path.cwd())
     if config is not None:
         return config.daemon.database
     path = default_database()
@@ -98,7 +100,10 @@ def job_named(config, name: str):
 def lock_free(path: Path) -> bool:
     """No daemon holds this database's lock (so none is running, whatever the rows say)."""
     from beaconlite.lock import daemon_alive
+    from beaconlite.places import is_postgres
 
+    if is_postgres(path):
+        return False  # leases say who lives (store.daemon_state asks them)
     return path.exists() and not daemon_alive(path)
 
 

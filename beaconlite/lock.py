@@ -82,8 +82,15 @@ class DaemonLock:
             return None
 
 
-def daemon_alive(database: Path) -> bool:
-    """True when some process holds the daemon lock of this database."""
+def daemon_alive(database) -> bool:
+    """True when some process holds the daemon lock of this database (PostgreSQL: when some
+    daemon node holds its lease; the store must be open on it)."""
+    from beaconlite.places import is_postgres
+
+    if is_postgres(database):
+        from beaconlite.store import nodes
+
+        return bool(nodes.living_daemons())
     path = lock_path(database)
     if str(path) in _held:
         return True  # this process: never probe (closing the probe would drop our lock)

@@ -52,6 +52,17 @@ def status_page(state: dict, tz) -> str:
     if state["problems"]:
         items = "".join(f"<li>{_e(p)}</li>" for p in state["problems"])
         parts.append(f'<section class="problems"><h2>Problems</h2><ul>{items}</ul></section>')
+    if state.get("nodes"):
+        rows = "".join(
+            f'<tr data-node="{n["id"]}"><td>{n["id"]}{" (housekeeper)" if n["housekeeper"] else ""}</td>'
+            f'<td>{_e(n["host"])}</td><td>{n["pid"]}</td><td class="state-{_e(n["state"])}">{_e(n["state"])}</td>'
+            f"<td>{_e(local(n['lease_until'], tz))}</td><td>{n['live_runs']}</td></tr>"
+            for n in state["nodes"]
+        )
+        parts.append(
+            '<section class="nodes"><h2>Nodes</h2><table><thead><tr><th>node</th><th>host</th><th>pid</th>'
+            f"<th>state</th><th>lease until</th><th>live</th></tr></thead><tbody>{rows}</tbody></table></section>"
+        )
     if state["live"]:
         rows = "".join(
             f'<tr><td><a href="/runs/{r.id}">#{r.id}</a></td><td>{_e(r.job)}</td>'

@@ -38,14 +38,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _death(instance, now: float, host: str, daemon_lock_free: bool) -> str | None:
-    """Why this instance is dead, or None while it lives."""
+def _death(instance, now: float, host: str, daemon_lock_free: bool, lapsed: set[int] | None) -> str | None:
+    """Why this instance is dead, or None while it lives. ``lapsed``: in a cluster, the
+    instances whose lease has expired by the database's clock (their heartbeat's age by
+    ours means nothing there)."""
     if instance is None:
         return "orphaned: its instance is unknown"
     kind = "daemon" if instance.kind == "daemon" else "foreground run"
     who = f"{kind} pid {instance.pid} on {instance.host}"
     if instance.stopped_at is not None:
         return f"orphaned: {who} stopped"
+    if lapsed is not None:
+        if instance.kind == "foreground" and instance.host == host and not pid_alive(instance.pid):
+            return f"orphaned: {who} is gone"
+        if instance.id in lapsed:
+            return f"orphaned: node {instance.id} (pid {instance.pid} on {instance.host}) lost its lease"
+        return None
     if instance.kind == "daemon" and daemon_lock_free:
         return f"orphaned: {who} stopped"
     if instance.kind == "foreground" and instance.host == host and not pid_alive(instance.pid):
@@ -84,6 +92,7 @@ def find_orphans(
     """
     runs = [r for r in store.live_runs() if only is None or r.id == only]
     instances = store.instances(r.instance_id for r in runs if own is None or r.instance_id != own.instance)
+    lapsed = store.nodes.lapsed(instances) if store.is_postgres() else None
     orphans = []
     for run in runs:
         if older_than and run.started_at and run.started_at > now - older_than:
@@ -92,7 +101,7 @@ def find_orphans(
             abandoned = run.deadline_at + own.grace < now and run.id not in own.serving
             reason = "past its deadline and no longer running" if abandoned else None
         else:
-            reason = _death(instances.get(run.instance_id), now, host, daemon_lock_free)
+            reason = _death(instances.get(run.instance_id), now, host, daemon_lock_free, lapsed)
         if reason:
             orphans.append(Orphan(run.id, run.job, run.started_at, reason))
     return orphans

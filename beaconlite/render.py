@@ -87,8 +87,8 @@ STATUS_JOB_KEYS = ("name", "schedule", "enabled", "timezone", "next_run_at", "la
                    "paused_by", "loaded")  # fmt: skip
 
 
-def status_json(daemon, state: str, rows: list[dict], database) -> dict:
-    return {
+def status_json(daemon, state: str, rows: list[dict], database, nodes: list[dict] | None = None) -> dict:
+    value = {
         "daemon": {
             "state": state,
             "pid": daemon.pid if daemon else None,
@@ -108,6 +108,24 @@ def status_json(daemon, state: str, rows: list[dict], database) -> dict:
             for j in rows
         ],
     }
+    if nodes is not None:  # a cluster (SPEC 11)
+        value["nodes"] = [{**n, "lease_until": iso(n["lease_until"])} for n in nodes]
+    return value
+
+
+def nodes_text(nodes: list[dict], tz=None) -> str:
+    rows = [
+        [
+            str(n["id"]) + (" (housekeeper)" if n["housekeeper"] else ""),
+            n["host"],
+            str(n["pid"]),
+            n["state"],
+            local(n["lease_until"], tz),
+            str(n["live_runs"]),
+        ]
+        for n in nodes
+    ]
+    return table(["NODE", "HOST", "PID", "STATE", "LEASE UNTIL", "LIVE"], rows) if rows else "nodes: none"
 
 
 def reap_json(dry_run: bool, orphans: list) -> dict:

@@ -272,6 +272,14 @@ class Runner:
             self._pending[live.run_id] = live
         self.record_pending()  # this end, and any others decided meanwhile
 
+    def forget_pending_ends(self) -> None:
+        """This node was fenced: the ends it has not written are no longer its to write
+        (its peers record those runs as orphans)."""
+        with self._lock:
+            for live in self._pending.values():
+                live.disowned = live.disowned or "fenced"
+        self.record_pending()
+
     def record_pending(self) -> int:
         """Write every decided end not recorded yet; how many are left.
 

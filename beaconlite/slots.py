@@ -16,7 +16,8 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 
 from beaconlite import clock, journal, store
 from beaconlite.config import Config, JobSpec
@@ -65,6 +66,7 @@ class Busy:
     leaked: int = 0  # stuck threads: each holds a place all the same
     queued: bool = False  # a fire of this job is held
     stopping: bool = False
+    remote: tuple[int, ...] = ()  # those of job_runs live on other nodes of a cluster
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,8 @@ def admit(job: JobSpec, fire: Fire, busy: Busy, max_concurrent: int) -> list[Act
                 return [SkipRow(fire, Skip.QUEUE_FULL, f"overlap: {what} and a fire is already queued")]
             return [Hold(fire, what)]
         actions.append(Replace(busy.job_runs[0], f"replaced by a newer run ({fire.trigger})"))
-        total -= 1
+        if busy.job_runs[0] not in busy.remote:
+            total -= 1
     if total + busy.leaked >= max_concurrent:
         held = f" and {busy.leaked} leaked thread(s)" if busy.leaked else ""
         reason = f"capacity: {total} runs live{held} (max_concurrent_runs = {max_concurrent})"
@@ -280,6 +283,28 @@ class Slots:
             if slots:
                 self.fire(job.name, slots, now, why, more)
 
+    def record_unclaimed(self, now: float) -> None:
+        """A cluster's housekeeping: slots no node claimed within misfire_grace (every node
+        was at capacity) are recorded once, as one skipped row per job."""
+        jobs = [job for job in self.config.jobs if job.schedule and job.enabled]
+        marks = store.ledger_marks([job.name for job in jobs])
+        for job in jobs:
+            mark = marks[job.name]
+            if mark is None:
+                continue
+            slots, _ = due_slots(parse_schedule(job.schedule), job.zone(), mark, now - job.misfire_grace)
+            if not slots:
+                continue
+            what = f"{len(slots)} slot(s)" if len(slots) > 1 else "the slot"
+            reason = f"{what} unclaimed: every node was at capacity (max_concurrent_runs) for misfire_grace"
+            run_id = store.record_skipped(
+                job.name, slots[0], reason, now, slots=len(slots), last_slot_at=slots[-1]
+            )
+            if run_id is not None:
+                log.warning(
+                    "%s: skipped: %s", job.name, reason, extra={"event": "run.skipped", "job": job.name}
+                )
+
     # -- one fire -------------------------------------------------------------------------
 
     def _busy(self, job: JobSpec) -> Busy:
@@ -300,10 +325,31 @@ class Slots:
         return self._admit(job, fire, now)
 
     def _admit(self, job: JobSpec, fire: Fire, now: float) -> Outcome:
-        with self._lock:
-            actions = admit(job, fire, self._busy(job), self.config.daemon.max_concurrent_runs)
+        cluster = store.is_postgres()
+        with self._lock, store.batch() if cluster else nullcontext():
+            busy = self._busy(job)
+            if cluster:
+                # Under the job's lock in the database, with every node's live runs of it.
+                claim = store.nodes.claim(job.name, fire.slot, fire.attempt, self.runner.instance_id)
+                if claim.taken:
+                    return Outcome(taken=True, reason="this slot already has a run")
+                mine = busy.job_runs
+                busy = replace(busy, job_runs=tuple(sorted(mine + claim.others)), remote=claim.others)
+            actions = admit(job, fire, busy, self.config.daemon.max_concurrent_runs)
             outcome = Outcome()
             for action in actions:
+                if (
+                    cluster
+                    and isinstance(action, SkipRow)
+                    and action.why is Skip.CAPACITY
+                    and fire.trigger != "manual"
+                ):
+                    # A node at capacity does not claim: a peer with room may take the slot
+                    # (the housekeeper records it if none does within misfire_grace).
+                    log.info(
+                        "%s: %s; slot %s left to the other nodes", job.name, action.reason, iso(fire.slot)
+                    )
+                    return Outcome(skipped=Skip.CAPACITY, reason=action.reason)
                 outcome = self._apply(job, action, now)
             return outcome
 
@@ -360,7 +406,8 @@ class Slots:
                 extra={"event": "run.queued", "job": job.name},
             )
             return Outcome(queued=True)
-        self.runner.abort(action.run_id, RunCancelled, action.reason)
+        if not self.runner.abort(action.run_id, RunCancelled, action.reason) and store.is_postgres():
+            store.add_request("cancel", now, run_id=action.run_id)  # another node runs it
         return Outcome()
 
     def _skipped(self, job: JobSpec, action: SkipRow, run_id: int | None) -> None:

@@ -190,8 +190,10 @@ class WebApp:
     def _status_json(self) -> dict:
         now = time.time()
         daemon, state = store.daemon_state(now)
-        rows = store.job_overview(self.view.config(), running=state == "running")
-        return render.status_json(daemon, state, rows, self.view.database)
+        config = self.view.config()
+        rows = store.job_overview(config, running=state == "running")
+        nodes = store.cluster_nodes(config.daemon.heartbeat_interval)
+        return render.status_json(daemon, state, rows, self.view.database, nodes)
 
     def _status_page(self) -> Response:
         now, config = time.time(), self.view.config()
@@ -209,6 +211,7 @@ class WebApp:
                 "jobs": jobs,
                 "strips": {j["name"]: store.recent_runs(j["name"], STRIP) for j in jobs},
                 "live": store.live_runs(),
+                "nodes": store.cluster_nodes(config.daemon.heartbeat_interval),
                 "zones": {j.name: j.zone() for j in config.jobs},
             },
             self._zone(),

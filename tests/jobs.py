@@ -239,3 +239,19 @@ def chatty(ctx):
     time.sleep(ctx.params.get("sleep", 0))
     if ctx.params.get("fail"):
         raise RuntimeError(f"{tag} failed")
+
+
+def effect(ctx):
+    """A side effect that outlives any database: append "job slot pid run_id" to
+    params["file"] (each execution one line, written with O_APPEND), then work params["work"]
+    seconds in checkpointed steps of 50 ms."""
+    line = f"{ctx.job} {ctx.scheduled_at.timestamp():.3f} {os.getpid()} {ctx.run_id}\n"
+    fd = os.open(ctx.params["file"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    until = time.monotonic() + ctx.params.get("work", 0.0)
+    while time.monotonic() < until:
+        ctx.checkpoint()
+        time.sleep(0.05)

@@ -11,8 +11,10 @@ what peewee's query builder expresses: this is the piece that moves to PostgreSQ
 - ``history``: reading it (history, overview, daemon state, counts).
 """
 
-from beaconlite.store.database import batch, close, db, if_lost, on_commit, outage, patience
+from beaconlite.store import nodes
+from beaconlite.store.database import batch, close, db, if_lost, is_postgres, on_commit, outage, patience
 from beaconlite.store.history import (
+    cluster_nodes,
     counts_since,
     daemon_state,
     get_run,
@@ -87,6 +89,7 @@ __all__ = [
     "answer_request",
     "batch",
     "close",
+    "cluster_nodes",
     "counts_since",
     "daemon_state",
     "db",
@@ -101,6 +104,8 @@ __all__ = [
     "get_run",
     "heartbeat",
     "instances",
+    "is_postgres",
+    "nodes",
     "job_overview",
     "job_states",
     "job_states_of",

@@ -10,7 +10,8 @@ from typing import NamedTuple
 from peewee import Select, fn
 
 from beaconlite.statuses import ALL, FINISHED, OK, OUTCOMES, RUNNING, SKIPPED, SUCCESS, TIMEOUT
-from beaconlite.store.database import db
+from beaconlite.store import nodes
+from beaconlite.store.database import db, is_postgres
 from beaconlite.store.runs import job_name_tables, paused_jobs
 from beaconlite.store.schema import Instance, JobState, Run, Step
 
@@ -30,12 +31,21 @@ def daemon_state(now: float, lock_free: bool = False) -> tuple[Instance | None, 
     Stopped: a clean stop, or nobody holds the daemon lock (it died). Stale: a heartbeat
     older than the orphan_after it recorded (frozen, or asleep).
     """
+    if is_postgres():  # a cluster: running while any node holds its lease
+        living = nodes.living_daemons()
+        if living:
+            return living[-1], "running"
     daemon = latest_daemon()
     if daemon is None or daemon.stopped_at is not None or lock_free:
         return daemon, "stopped"
     if now - daemon.heartbeat_at > daemon.orphan_after:
         return daemon, "stale"
     return daemon, "running"
+
+
+def cluster_nodes(heartbeat_interval: float) -> list[dict] | None:
+    """A cluster's nodes (SPEC 11), or None on SQLite (one daemon, no node list)."""
+    return nodes.nodes(stale_after=2 * heartbeat_interval + 1.0) if is_postgres() else None
 
 
 def previous_outcome(job: str, before_id: int) -> str | None:

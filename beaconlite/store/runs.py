@@ -11,7 +11,8 @@ from peewee import Case, IntegrityError, Select, ValuesList
 
 from beaconlite.errors import Paused, RunEnded, SlotTaken
 from beaconlite.statuses import ABORTED, RUNNING, SKIPPED
-from beaconlite.store.database import db, give_back_free_pages, in_short_writes, in_this_batch
+from beaconlite.store import nodes
+from beaconlite.store.database import db, give_back_free_pages, in_short_writes, in_this_batch, is_postgres
 from beaconlite.store.schema import Instance, JobState, Pause, Request, Run, Step, close, write
 
 log = logging.getLogger("beaconlite.store")
@@ -19,7 +20,7 @@ log = logging.getLogger("beaconlite.store")
 
 def register_instance(kind: str, pid: int, host: str, version: str, orphan_after: float, now: float) -> int:
     with write():
-        return Instance.insert(
+        instance_id = Instance.insert(
             kind=kind,
             pid=pid,
             host=host,
@@ -28,6 +29,9 @@ def register_instance(kind: str, pid: int, host: str, version: str, orphan_after
             heartbeat_at=now,
             orphan_after=orphan_after,
         ).execute()
+        if is_postgres():
+            nodes.start_lease(instance_id)
+        return instance_id
 
 
 def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> set[int]:
@@ -35,10 +39,14 @@ def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> set[int]:
 
     Returns the ids among ``run_ids`` that are no longer running: someone else (the reaper,
     a cancel of an orphan) recorded their end, and their process must stop working on them.
+    On PostgreSQL this renews the instance's lease, and raises Fenced when it is gone.
     """
     run_ids = list(run_ids)
     with write():
-        Instance.update(heartbeat_at=now).where(Instance.id == instance_id).execute()
+        if is_postgres():
+            nodes.renew_lease(instance_id)
+        else:
+            Instance.update(heartbeat_at=now).where(Instance.id == instance_id).execute()
         if not run_ids:
             return set()
         Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == RUNNING).execute()
@@ -71,6 +79,7 @@ def start_run(
     so no run starts once `pause` has returned)."""
     try:
         with write():
+            nodes.require_lease(instance_id)
             if honour_pause:
                 _refuse_if_paused(job)
             return _insert(
@@ -183,7 +192,12 @@ def paused_jobs() -> dict[str, Pause]:
 
 
 def _require_live(run_id: int) -> None:
+    """RunEnded unless the run is live (and, in a cluster, its node holds its lease: a
+    fenced node writes nothing more for its runs)."""
     status = run_status(run_id)
+    owned = Run.select(Run.id).where(Run.id == run_id, nodes.run_owner_alive())
+    if status == RUNNING and is_postgres() and not owned.exists():
+        status = "fenced"
     if status != RUNNING:
         raise RunEnded(run_id, status)
 
@@ -231,8 +245,11 @@ def finish_run(
         fields["output"] = output
     if suspended_s:
         fields["suspended_s"] = suspended_s
+    live = (Run.id == run_id) & (Run.status == RUNNING)
+    if is_postgres():
+        live &= nodes.run_owner_alive()  # a fenced node's late end loses, as any late end does
     with write():
-        won = Run.update(**fields).where(Run.id == run_id, Run.status == RUNNING).execute() == 1
+        won = Run.update(**fields).where(live).execute() == 1
         if won:
             for step in steps:
                 values = {k: step[k] for k in ("status", "error", "started_at", "finished_at")}
@@ -345,17 +362,37 @@ def ledger_marks(names: list[str]) -> dict[str, float | None]:
     return marks
 
 
-def add_request(kind: str, now: float, job: str | None = None, run_id: int | None = None) -> int:
+def add_request(
+    kind: str, now: float, job: str | None = None, run_id: int | None = None, node: int | None = None
+) -> int:
+    """A request for the daemon (``node``: for that instance alone)."""
     with write():
-        return Request.insert(kind=kind, job=job, run_id=run_id, created_at=now).execute()
+        return Request.insert(kind=kind, job=job, run_id=run_id, created_at=now, node=node).execute()
 
 
-def take_requests(now: float) -> list[Request]:
-    """The open requests, marked taken (the daemon is their only consumer)."""
+def take_requests(now: float, me: int | None = None) -> list[Request]:
+    """The open requests this daemon is to answer, marked taken by it. On SQLite the daemon
+    is their only consumer. In a cluster each is taken by exactly one node: a trigger by
+    any, a reload by the node it names, a cancel by the node running the run (by any when
+    that node is dead: the run is then recorded cancelled directly)."""
     with write():
-        found = list(Request.select().where(Request.taken_at.is_null()).order_by(Request.id))
+        query = Request.select().where(Request.taken_at.is_null()).order_by(Request.id)
+        if is_postgres():
+            query = query.where(Request.node.is_null() | (Request.node == me)).for_update(
+                "FOR UPDATE SKIP LOCKED"
+            )
+        found = list(query)
+        if is_postgres():
+            runs = [r.run_id for r in found if r.kind == "cancel" and r.run_id is not None]
+            owner = dict(Run.select(Run.id, Run.instance_id).where(Run.id.in_(runs)).tuples()) if runs else {}
+            lapsed = nodes.lapsed(owner.values())
+            found = [
+                r
+                for r in found
+                if r.kind != "cancel" or owner.get(r.run_id) in (me, None) or owner.get(r.run_id) in lapsed
+            ]
         if found:
-            Request.update(taken_at=now).where(Request.id.in_([r.id for r in found])).execute()
+            Request.update(taken_at=now, taken_by=me).where(Request.id.in_([r.id for r in found])).execute()
     return found
 
 
