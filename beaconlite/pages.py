@@ -55,13 +55,15 @@ def status_page(state: dict, tz) -> str:
     if state.get("nodes"):
         rows = "".join(
             f'<tr data-node="{n["id"]}"><td>{n["id"]}{" (housekeeper)" if n["housekeeper"] else ""}</td>'
-            f'<td>{_e(n["host"])}</td><td>{n["pid"]}</td><td class="state-{_e(n["state"])}">{_e(n["state"])}</td>'
+            f"<td>{_e(n['host'])}</td><td>{n['pid']}</td>"
+            f'<td class="state-{_e(n["state"])}">{_e(n["state"])}</td>'
             f"<td>{_e(local(n['lease_until'], tz))}</td><td>{n['live_runs']}</td></tr>"
             for n in state["nodes"]
         )
         parts.append(
             '<section class="nodes"><h2>Nodes</h2><table><thead><tr><th>node</th><th>host</th><th>pid</th>'
-            f"<th>state</th><th>lease until</th><th>live</th></tr></thead><tbody>{rows}</tbody></table></section>"
+            "<th>state</th><th>lease until</th><th>live</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></section>"
         )
     if state["live"]:
         rows = "".join(
