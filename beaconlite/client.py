@@ -27,10 +27,17 @@ def poll(predicate, timeout: float, interval: float | None = None):
         time.sleep(timing.CLI_POLL if interval is None else interval)
 
 
-def ask_daemon(kind: str, job: str | None = None, run_id: int | None = None, answer_within: float = 0.0):
+def ask_daemon(
+    kind: str,
+    job: str | None = None,
+    run_id: int | None = None,
+    answer_within: float = 0.0,
+    node: int | None = None,
+):
     """Write a request for the daemon and wait for its answer (it ticks every second);
-    ``answer_within``: how much longer than a take the answer may need (a reload)."""
-    request = store.add_request(kind, time.time(), job=job, run_id=run_id)
+    ``answer_within``: how much longer than a take the answer may need (a reload); ``node``:
+    for that node of a cluster alone."""
+    request = store.add_request(kind, time.time(), job=job, run_id=run_id, node=node)
 
     def answered():
         row = store.get_request(request)
@@ -75,6 +82,8 @@ def cancel(path: Path, run_id: int) -> str:
     owner = store.instances([run.instance_id]).get(run.instance_id)
     host, now = socket.gethostname(), time.time()
     alive = daemon_alive(path)
+    if store.is_postgres():
+        now = store.nodes.database_clock()  # leases are judged by the database's clock
     if reaper.cancel_orphan(run_id, now, host, daemon_lock_free=not alive):
         pass  # nobody runs it any more: recorded here
     elif owner is not None and owner.kind == "foreground" and owner.host == host:
@@ -127,10 +136,30 @@ def resume(path: Path, name: str, config) -> str:
     return f"resumed {name}: its next slot fires (the slots it missed while paused are not caught up)"
 
 
-def reload(path: Path) -> str:
-    """Ask the running daemon to reload; what changed, or Refused with why not."""
+def reload(path) -> str:
+    """Ask the running daemon (every node of a cluster) to reload; what changed, or Refused
+    with why not."""
     require_daemon(path)
-    answer = ask_daemon("reload", answer_within=timing.IMPORT_TIMEOUT + 2 * timing.TICK)
-    if answer.answer == "refused":
-        raise Refused(f"reload refused, the daemon keeps its config: {answer.error}")
-    return f"reloaded: {answer.detail}"
+    wait = timing.IMPORT_TIMEOUT + 2 * timing.TICK
+    if not store.is_postgres():
+        answer = ask_daemon("reload", answer_within=wait)
+        if answer.answer == "refused":
+            raise Refused(f"reload refused, the daemon keeps its config: {answer.error}")
+        return f"reloaded: {answer.detail}"
+    lines, refused = [], False
+    for node in store.nodes.living_daemons():  # each node answers for itself
+        who = f"node {node.id} (pid {node.pid} on {node.host})"
+        try:
+            answer = ask_daemon("reload", answer_within=wait, node=node.id)
+        except Refused as e:
+            lines.append(f"{who}: {e}")
+            refused = True
+            continue
+        if answer.answer == "refused":
+            lines.append(f"{who}: reload refused, it keeps its config: {answer.error}")
+            refused = True
+        else:
+            lines.append(f"{who}: reloaded: {answer.detail}")
+    if refused:
+        raise Refused("; ".join(lines))
+    return "\n".join(lines)

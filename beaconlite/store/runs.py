@@ -50,8 +50,9 @@ def heartbeat(instance_id: int, run_ids: Iterable[int], now: float) -> set[int]:
         if not run_ids:
             return set()
         Run.update(heartbeat_at=now).where(Run.id.in_(run_ids), Run.status == RUNNING).execute()
-        live = {r.id for r in Run.select(Run.id).where(Run.id.in_(run_ids), Run.status == RUNNING)}
-    return set(run_ids) - live
+        # Rows that exist and ended: a run whose row another transaction of ours has not
+        # committed yet (a burst's batch, on PostgreSQL) is invisible here, not ended.
+        return {r.id for r in Run.select(Run.id).where(Run.id.in_(run_ids), Run.status != RUNNING)}
 
 
 def set_leaked_threads(instance_id: int, count: int) -> None:
