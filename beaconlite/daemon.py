@@ -254,6 +254,8 @@ class Daemon:
         with store.patience(timing.TICK_WRITE_WAIT):
             for duty in DUTIES:
                 self._perform(duty, tick)
+        if self.cluster:
+            store.close()  # the tick's connection back to the pool (a dead one is discarded)
         if self.scheduler.running():
             sdnotify.notify("WATCHDOG=1", f"STATUS={self._status_line()}")
 
@@ -469,6 +471,8 @@ class Daemon:
             fires = sorted(fires, key=lambda fire: fire[0])
         with self.runner.starting_together():
             self._record_fires(fires, why)
+        if self.cluster:
+            store.close()
 
     def _record_fires(self, fires: Fires, why: str) -> None:
         for i in range(0, len(fires), timing.FIRES_PER_TRANSACTION):

@@ -63,7 +63,8 @@ def database_path(config) -> Path:
     if "database" in meta:
         from beaconlite.places import database_location
 
-        return database_location(meta["database"], Path.cwd())
+        given = meta["database"]  # --database's text, or the location an invalid config names
+        return database_location(given, Path.cwd()) if isinstance(given, str) else given
     if config is not None:
         return config.daemon.database
     path = default_database()

@@ -12,6 +12,7 @@ from pathlib import Path
 from beaconlite import timing
 from beaconlite.config import Config
 from beaconlite.errors import BeaconError, ConfigError
+from beaconlite.places import is_postgres
 from beaconlite.values import control_character
 
 LABEL = "org.beaconlite.daemon"
@@ -121,8 +122,9 @@ def systemd_unit(config: Config, user: bool) -> str:
         "StateDirectoryMode=2770",
         "UMask=0007",
     ]
-    database_dir = service_database(config, False, user).parent
-    if database_dir != SYSTEM_STATE:
+    database = service_database(config, False, user)
+    database_dir = None if is_postgres(database) else database.parent  # a server's, not a path here
+    if database_dir is not None and database_dir != SYSTEM_STATE:
         lines.append(f"ReadWritePaths={systemd_quote(_plain(str(database_dir), 'the database directory'))}")
     lines += [
         "NoNewPrivileges=yes",
@@ -186,7 +188,7 @@ def next_step(launchd: bool, user: bool, path: Path) -> str:
 
 def pin_database(config: Config, database: Path) -> bool:
     """Write `database` into the config file when it does not name one; True if it did."""
-    if names_database(config):
+    if names_database(config) or is_postgres(database):
         return False
     text = config.path.read_text()
     # A TOML basic string (JSON's escapes are TOML's); paths hold no control characters.
@@ -236,8 +238,9 @@ def warnings(config: Config, launchd: bool, user: bool) -> list[str]:
     paths = {
         "the beaconlite executable": Path(command_line(config)[0]),
         "the config": config.path.absolute(),
-        "the database": service_database(config, False, user),
     }
+    if not is_postgres(config.daemon.database):
+        paths["the database"] = service_database(config, False, user)
     if user:
         return found + _linger_warnings()
     for what, path in paths.items():

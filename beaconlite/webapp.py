@@ -70,6 +70,13 @@ class WebApp:
     # -- entry ----------------------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
+        try:
+            return self._answer(request)
+        finally:
+            if store.is_postgres():
+                store.close()  # back to the pool: a restarted server leaves no dead one here
+
+    def _answer(self, request: Request) -> Response:
         path = request.path
         if path == "/healthz":
             return self._shared_answer("healthz", self._healthz)

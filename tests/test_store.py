@@ -447,3 +447,54 @@ def test_queries_never_write_a_database_restored_next_to_a_foreign_wal(tmp_path)
         assert done.returncode in (0, 1, 2) and "Traceback" not in done.stderr, (args, done.stderr)
         assert hashlib.sha256(restored.read_bytes()).hexdigest() == before, args
     assert (tmp_path / "restored.db-wal").read_bytes() == foreign_wal
+
+
+def test_upgrade_from_schema_7_adds_the_cluster_columns_and_keeps_the_rows(tmp_path):
+    path = fresh(tmp_path)
+    expected_indexes = indexes_of(path)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP TABLE lease; ALTER TABLE instance DROP COLUMN lease_until; "
+        "ALTER TABLE request DROP COLUMN node; ALTER TABLE request DROP COLUMN taken_by; "
+        "PRAGMA user_version = 7;"
+    )
+    conn.execute("INSERT INTO request (kind, job, created_at) VALUES ('trigger', 'a', 1.0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="older than this beaconlite"):
+        store.open_reader(path)
+    store.open_writer(path)
+    assert store.db.execute_sql("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 8
+    assert {"lease_until"} <= {c.name for c in store.db.get_columns("instance")}
+    assert {"node", "taken_by"} <= {c.name for c in store.db.get_columns("request")}
+    assert "lease" in store.db.get_tables()
+    assert [(r.job, r.node) for r in store.take_requests(2.0)] == [("a", None)]
+    assert indexes_of(path) == expected_indexes
+
+
+def test_postgresql_migrates_once_and_refuses_a_newer_schema(pg_server, pg_url):
+    from beaconlite.places import PostgresURL
+
+    location = PostgresURL(pg_url)
+    store.open_writer(location)
+    store.open_writer(location)  # a second node: finds it current
+    assert pg_server.sql(pg_url, "SELECT version FROM beaconlite_schema") == [(store.SCHEMA_VERSION,)]
+    pg_server.sql(pg_url, "UPDATE beaconlite_schema SET version = version + 1")
+    for opener in (store.open_reader, store.open_writer):
+        with pytest.raises(StoreError, match="newer than this beaconlite"):
+            opener(location)
+    store.close()
+
+
+def test_a_postgresql_url_never_shows_its_password(tmp_path):
+    from beaconlite.config import load_config
+
+    config = tmp_path / "c.toml"
+    config.write_text('[daemon]\ndatabase = "postgresql://bob:${PW}@127.0.0.1:1/db"\n')
+    loaded = load_config(config, env={"PW": "hunter2-secret"})
+    assert str(loaded.daemon.database) == "postgresql://bob:***@127.0.0.1:1/db"
+    assert "hunter2-secret" not in repr(loaded.daemon.database)
+    assert "hunter2-secret" in loaded.secrets  # redacted from every log line and error too
+    with pytest.raises(StoreError) as refused:  # nothing listens on port 1
+        store.open_writer(loaded.daemon.database)
+    assert "hunter2-secret" not in str(refused.value) and "cannot connect" in str(refused.value)
