@@ -67,13 +67,12 @@ def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else float("nan")
 
 
+LAGS = "SELECT started_at - scheduled_at FROM run WHERE trigger = 'schedule' AND scheduled_at >= %s"
+LIVE_OF = "SELECT count(*) FROM run WHERE status = 'running' AND instance_id = %s"
+
+
 def lags(server, url: str, since: float) -> list[float]:
-    rows = server.sql(
-        url,
-        "SELECT started_at - scheduled_at FROM run WHERE trigger = 'schedule' AND scheduled_at >= %s",
-        (since,),
-    )
-    return [r[0] * 1000 for r in rows]
+    return [lag * 1000 for (lag,) in server.sql(url, LAGS, (since,))]
 
 
 def phase(server, nodes: int, seconds: float, jobs: int, workdir: Path, kill: bool) -> dict:
@@ -98,7 +97,7 @@ def phase(server, nodes: int, seconds: float, jobs: int, workdir: Path, kill: bo
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         killed = time.monotonic()
-        while server.sql(url, "SELECT 1 FROM run WHERE status = 'running' AND instance_id = %s", (instance,)):
+        while server.sql(url, LIVE_OF, (instance,))[0][0]:
             time.sleep(0.02)
         result["rescue_s"] = time.monotonic() - killed
         result["in_flight_at_kill"] = live[0][0]
@@ -143,13 +142,16 @@ def main() -> None:
     finally:
         server.stop()
     print(f"{args.jobs} jobs every 1 s, {args.seconds:g} s per phase, orphan_after {ORPHAN_AFTER:g} s")
-    print(f"1 node:  fire lag p50 {one['lag_p50_ms']:.1f} ms, p95 {one['lag_p95_ms']:.1f} ms; "
-          f"{one['executions']} executions, duplicates {one['duplicates']}, lost slots {one['lost']}")  # fmt: skip
-    print(f"3 nodes: fire lag p50 {three['lag_p50_ms']:.1f} ms, p95 {three['lag_p95_ms']:.1f} ms; "
-          f"{three['executions']} executions, duplicates {three['duplicates']}, "
-          f"lost slots {three['lost']} of {three['slots']}, left running {three['left_running']}")  # fmt: skip
-    print(f"kill -9 of a node with {three['in_flight_at_kill']} run(s) in flight: "
-          f"its runs flipped after {three['rescue_s']:.2f} s (orphan_after {ORPHAN_AFTER:g} s)")  # fmt: skip
+    for name, figures in (("1 node", one), ("3 nodes", three)):
+        print(
+            f"{name}: fire lag p50 {figures['lag_p50_ms']:.1f} ms, p95 {figures['lag_p95_ms']:.1f} ms; "
+            f"{figures['executions']} executions, duplicates {figures['duplicates']}, "
+            f"lost slots {figures['lost']} of {figures['slots']}, left running {figures['left_running']}"
+        )
+    print(
+        f"kill -9 of a node with {three['in_flight_at_kill']} run(s) in flight: "
+        f"its runs flipped after {three['rescue_s']:.2f} s (orphan_after {ORPHAN_AFTER:g} s)"
+    )
 
 
 if __name__ == "__main__":
