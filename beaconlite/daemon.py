@@ -294,6 +294,7 @@ class Daemon:
             log.info("this node keeps the house now", extra={"event": "cluster.housekeeper"})
         if self.housekeeper and self._every("unclaimed", self.config.daemon.reaper_interval, tick):
             self.slots.record_unclaimed(tick.now)
+            self.slots.record_owed_retries(tick.now)
 
     def _requests(self, tick: Tick) -> None:
         """Requests from the CLI: trigger, cancel."""
@@ -488,6 +489,8 @@ class Daemon:
             try:  # runs on APScheduler's thread: never let an error escape into it
                 with store.patience(timing.FIRE_WRITE_WAIT), store.batch():
                     now = clock.wall()
+                    if self.cluster:
+                        store.nodes.prepare_claims(fires[i : i + timing.FIRES_PER_TRANSACTION], self.instance)
                     for job_name, slots in fires[i : i + timing.FIRES_PER_TRANSACTION]:
                         try:
                             self.slots.fire(job_name, slots, now, why)

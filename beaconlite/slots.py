@@ -26,9 +26,11 @@ from beaconlite.durations import format_duration
 from beaconlite.errors import Paused, RunCancelled, SlotTaken, WriteFailed
 from beaconlite.render import iso
 from beaconlite.runner import RunEnd, Runner
-from beaconlite.statuses import SKIPPED
+from beaconlite.statuses import FAILURES, SKIPPED
 
 log = logging.getLogger(__name__)
+
+RETRY_HORIZON = 86400.0  # a dead node's retries are looked for this long after they were due
 
 
 class Skip(enum.Enum):
@@ -300,10 +302,27 @@ class Slots:
             run_id = store.record_skipped(
                 job.name, slots[0], reason, now, slots=len(slots), last_slot_at=slots[-1]
             )
-            if run_id is not None:
-                log.warning(
-                    "%s: skipped: %s", job.name, reason, extra={"event": "run.skipped", "job": job.name}
-                )
+            self._housekeeping_skip(job, reason, run_id)
+
+    def record_owed_retries(self, now: float) -> None:
+        """A cluster's housekeeping: a dead node's pending retries (kept in its memory, lost
+        with it) are recorded by a peer, once, as skipped attempts."""
+        horizon = max((job.retry_delay for job in self.config.jobs), default=0.0) + RETRY_HORIZON
+        for run in store.nodes.owed_retries(now - horizon, FAILURES):
+            job = self.config.job(run.job)
+            if job is None or run.status not in job.retry_on or run.attempt > job.retries:
+                continue
+            reason = f"retry of run {run.id} dropped: node {run.instance_id}, which owed it, is dead"
+            skipped = store.record_skipped(
+                job.name, run.scheduled_at, reason, now, trigger="retry", attempt=run.attempt + 1
+            )
+            self._housekeeping_skip(job, reason, skipped)
+
+    @staticmethod
+    def _housekeeping_skip(job: JobSpec, reason: str, run_id: int | None) -> None:
+        if run_id is not None:  # None: a peer recorded it first
+            event = {"event": "run.skipped", "job": job.name, "run_id": run_id, "status": SKIPPED}
+            log.warning("%s: skipped: %s", job.name, reason, extra=event)
 
     # -- one fire -------------------------------------------------------------------------
 

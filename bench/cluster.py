@@ -10,7 +10,7 @@ Starts a throwaway PostgreSQL server (initdb, as the `postgres` user when run as
    appends to when it starts, whatever the database says), slots without a row, rows left
    running after the stop, the dead node's rescue time (kill -> its running rows flipped),
    and the fire lag.
-Each job works 0.3 s, so a node always has runs in flight when it is killed.
+Each job works 0.3 s; the kill waits (a few ms) for the moment a node has runs in flight.
 """
 
 from __future__ import annotations
@@ -67,7 +67,14 @@ def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else float("nan")
 
 
-LAGS = "SELECT started_at - scheduled_at FROM run WHERE trigger = 'schedule' AND scheduled_at >= %s"
+LAGS = (
+    "SELECT started_at - scheduled_at FROM run WHERE trigger = 'schedule' AND started_at > 0 "
+    "AND scheduled_at >= %s"
+)
+BUSIEST = (
+    "SELECT i.id, i.pid, count(r.id) FROM instance i LEFT JOIN run r ON r.instance_id = i.id "
+    "AND r.status = 'running' WHERE i.stopped_at IS NULL GROUP BY i.id, i.pid ORDER BY 3 DESC, 1 LIMIT 1"
+)
 LIVE_OF = "SELECT count(*) FROM run WHERE status = 'running' AND instance_id = %s"
 
 
@@ -89,18 +96,19 @@ def phase(server, nodes: int, seconds: float, jobs: int, workdir: Path, kill: bo
     result: dict = {}
     if kill:
         time.sleep(random.uniform(seconds / 4, 3 * seconds / 4))
-        victim = procs[0]
-        instance = server.sql(url, "SELECT max(id) FROM instance WHERE pid = %s", (victim.pid,))[0][0]
-        live = server.sql(
-            url, "SELECT count(*) FROM run WHERE status = 'running' AND instance_id = %s", (instance,)
-        )
+        # The node with the most runs in flight at that moment.
+        instance, pid, live = server.sql(url, BUSIEST)[0]
+        while not live:  # mid-run: wait for the next second's runs
+            time.sleep(0.01)
+            instance, pid, live = server.sql(url, BUSIEST)[0]
+        victim = next(p for p in procs if p.pid == pid)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         killed = time.monotonic()
         while server.sql(url, LIVE_OF, (instance,))[0][0]:
             time.sleep(0.02)
         result["rescue_s"] = time.monotonic() - killed
-        result["in_flight_at_kill"] = live[0][0]
+        result["in_flight_at_kill"] = live
     time.sleep(max(0.0, end_at - time.monotonic()))
     ended = server.sql(url, "SELECT extract(epoch from clock_timestamp())::float8")[0][0] - 1
     for proc in procs:
@@ -110,6 +118,8 @@ def phase(server, nodes: int, seconds: float, jobs: int, workdir: Path, kill: bo
         proc.wait(60)
     executed = Counter(tuple(line.split()[:2]) for line in effects.read_text().splitlines())
     result["executions"] = sum(executed.values())
+    by_node = Counter(line.split()[2] for line in effects.read_text().splitlines())
+    result["share"] = " / ".join(str(n) for n in sorted(by_node.values(), reverse=True))
     result["duplicates"] = sum(n - 1 for n in executed.values() if n > 1)
     rows = server.sql(url, "SELECT job, scheduled_at, slots, last_slot_at FROM run WHERE trigger != 'manual'")
     covered = set()
@@ -118,6 +128,7 @@ def phase(server, nodes: int, seconds: float, jobs: int, workdir: Path, kill: bo
     due = [(f"j{i}", s) for i in range(jobs) for s in range(int(began) + 1, int(ended))]
     result["slots"] = len(due)
     result["lost"] = sum(1 for slot in due if slot not in covered)
+    result["skipped"] = server.sql(url, "SELECT count(*) FROM run WHERE status = 'skipped'")[0][0]
     result["left_running"] = server.sql(url, "SELECT count(*) FROM run WHERE status = 'running'")[0][0]
     values = lags(server, url, began)
     result["lag_p50_ms"], result["lag_p95_ms"] = percentile(values, 50), percentile(values, 95)
@@ -146,7 +157,8 @@ def main() -> None:
         print(
             f"{name}: fire lag p50 {figures['lag_p50_ms']:.1f} ms, p95 {figures['lag_p95_ms']:.1f} ms; "
             f"{figures['executions']} executions, duplicates {figures['duplicates']}, "
-            f"lost slots {figures['lost']} of {figures['slots']}, left running {figures['left_running']}"
+            f"lost slots {figures['lost']} of {figures['slots']}, left running {figures['left_running']}; "
+            f"executions per node {figures['share']}; skipped rows {figures['skipped']}"
         )
     print(
         f"kill -9 of a node with {three['in_flight_at_kill']} run(s) in flight: "

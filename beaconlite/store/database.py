@@ -314,8 +314,9 @@ def _in_batch(current: _Batch, sql: str) -> None:
 
 def in_this_batch(key: str, look: Callable[[], T]) -> T:
     """``look()``, asked once per batch: nobody else writes while the batch's transaction
-    holds the lock, so what it found stays true until the batch's own writes change it.
-    Outside a batch, ``look()`` each time."""
+    holds the lock (on PostgreSQL: the jobs' decision locks, which a pause takes too), so
+    what it found stays true until the batch's own writes change it. Outside a batch,
+    ``look()`` each time."""
     current = getattr(_local, "batch", None)
     if current is None:
         return look()

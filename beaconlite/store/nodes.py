@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from typing import NamedTuple
 
-from peewee import SQL, Case, fn
+from peewee import SQL, Case, Tuple, fn
 
 from beaconlite.errors import WriteFailed
 from beaconlite.statuses import RUNNING
@@ -101,17 +101,64 @@ def _lock_key(job: str) -> int:
     return zlib.crc32(f"beaconlite.job:{job}".encode())
 
 
+class _Prepared(NamedTuple):
+    jobs: frozenset[str]
+    taken: frozenset[tuple[str, float, int]]  # (job, slot, attempt) that have a row
+    others: dict[str, tuple[int, ...]]  # job -> its runs live on other living nodes
+
+
+_PREPARED = "claims"  # the batch's memo of what prepare_claims read
+
+
+def prepare_claims(fires: list[tuple[str, list[float]]], me: int | None) -> None:
+    """Inside a batch of fires: take every job's decision lock at once (in one order, so two
+    nodes never deadlock), then read what all their decisions need in one statement each:
+    which of the slots have a row, and each job's runs live on other nodes. ``claim`` then
+    answers from this, with no round trip of its own."""
+    jobs = sorted({job for job, _ in fires})
+    slots = [(job, slot) for job, due in fires for slot in due]
+
+    def read() -> _Prepared:
+        keys = sorted({_lock_key(job) for job in jobs})
+        db.execute_sql(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered",
+            (keys,),
+        )
+        taken = Run.select(Run.job, Run.scheduled_at, Run.attempt).where(
+            Tuple(Run.job, Run.scheduled_at).in_(slots)
+        )
+        others: dict[str, list[int]] = {}
+        live = (
+            Run.select(Run.id, Run.job)
+            .where(Run.job.in_(jobs), Run.status == RUNNING, Run.instance_id != me, run_owner_alive())
+            .order_by(Run.id)
+        )
+        for run_id, job in live.tuples():
+            others.setdefault(job, []).append(run_id)
+        return _Prepared(
+            frozenset(jobs), frozenset(taken.tuples()), {job: tuple(ids) for job, ids in others.items()}
+        )
+
+    with write():  # opens the batch's transaction: the locks last until it ends
+        in_this_batch(_PREPARED, read)
+
+
+def lock_job(job: str) -> bool:
+    """Take the job's decision lock until the end of the transaction."""
+    db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(job),))
+    return True
+
+
 def claim(job: str, slot: float, attempt: int, me: int | None) -> Claim:
     """Inside the fire's transaction: take the job's decision lock (held to the commit, so a
     trigger on one node and a fire on another cannot both see room), then what the decision
-    needs from the other nodes."""
-
-    def lock() -> bool:
-        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(job),))
-        return True
+    needs from the other nodes (from ``prepare_claims`` when the batch read it already)."""
+    prepared = in_this_batch(_PREPARED, lambda: None)
+    if prepared is not None and job in prepared.jobs:
+        return Claim((job, slot, attempt) in prepared.taken, prepared.others.get(job, ()))
 
     with write():  # opens the batch's transaction: the lock lasts until it ends
-        in_this_batch(f"job:{job}", lock)
+        in_this_batch(f"job:{job}", lambda: lock_job(job))
         slot_row = Run.select(Run.id).where(Run.job == job, Run.scheduled_at == slot, Run.attempt == attempt)
         if slot_row.exists():
             return Claim(True, ())
@@ -121,6 +168,27 @@ def claim(job: str, slot: float, attempt: int, me: int | None) -> Claim:
             .order_by(Run.id)
         )
         return Claim(False, tuple(r.id for r in others))
+
+
+def owed_retries(since: float, statuses: tuple[str, ...]) -> list[Run]:
+    """Runs a dead node recorded itself (ended with one of ``statuses`` since ``since``) whose
+    next attempt has no row: retries that node held in memory and will never start."""
+    following = Run.alias()
+    next_attempt = following.select(following.id).where(
+        following.job == Run.job,
+        following.scheduled_at == Run.scheduled_at,
+        following.attempt == Run.attempt + 1,
+    )
+    dead = Instance.select(Instance.id).where(~alive(), Instance.stopped_at.is_null())
+    return list(
+        Run.select(Run.id, Run.job, Run.status, Run.scheduled_at, Run.attempt, Run.instance_id).where(
+            Run.finished_at >= since,
+            Run.status.in_(statuses),
+            Run.instance_id.in_(dead),
+            Run.error.is_null() | ~Run.error.startswith("orphaned:"),  # flipped by a reaper: not its verdict
+            ~fn.EXISTS(next_attempt),
+        )
+    )
 
 
 def hold_lease(name: str, holder: int, seconds: float) -> bool:

@@ -167,6 +167,8 @@ def _refuse_if_paused(job: str) -> None:
 def pause_job(job: str, now: float, by: str) -> Pause | None:
     """Pause a job; None when it is paused already (else its new pause)."""
     with write():
+        if is_postgres():  # waits for a decision of the job under way on any node
+            nodes.lock_job(job)
         current = Pause.get_or_none(Pause.job == job)
         if current is not None and current.resumed_at is None:
             return None
