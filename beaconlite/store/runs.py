@@ -395,7 +395,14 @@ def take_requests(now: float, me: int | None = None) -> list[Request]:
                 if r.kind != "cancel" or owner.get(r.run_id) in (me, None) or owner.get(r.run_id) in lapsed
             ]
         if found:
-            Request.update(taken_at=now, taken_by=me).where(Request.id.in_([r.id for r in found])).execute()
+            mark = Request.update(taken_at=now, taken_by=me).where(
+                Request.id.in_([r.id for r in found]), Request.taken_at.is_null()
+            )
+            if is_postgres():  # what another node took meanwhile is not ours (belt and braces)
+                won = {r.id for r in mark.returning(Request.id)}
+                found = [r for r in found if r.id in won]
+            else:
+                mark.execute()
     return found
 
 

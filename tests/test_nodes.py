@@ -1,0 +1,159 @@
+"""The cluster's rules in the store, on a real PostgreSQL (SPEC 11): leases by the database's
+clock, fencing, requests taken by exactly one node, the housekeeping lease, a dead node's
+retries, the node list."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from conftest import wait_for
+
+from beaconlite import pages, reaper, store
+from beaconlite.errors import RunEnded
+from beaconlite.places import PostgresURL
+from beaconlite.store import nodes
+
+HOST = socket.gethostname()
+SHORT = 0.4  # orphan_after of the instances that are let die
+
+
+@pytest.fixture
+def pg(pg_server, pg_url):
+    store.open_writer(PostgresURL(pg_url))
+    yield pg_server, pg_url
+    store.close()
+
+
+def register(orphan_after: float = 60.0, kind: str = "daemon", pid: int = 4242) -> int:
+    return store.register_instance(kind, pid, HOST, "v", orphan_after, time.time())
+
+
+def live_run(instance: int, job: str = "j", slot: float = 100.0) -> int:
+    return store.start_run(job, "schedule", slot, 1, time.time() + 60, instance, time.time())
+
+
+def lapse(instance: int) -> None:
+    wait_for(lambda: instance in nodes.lapsed([instance]), 5, what="the lease to expire")
+
+
+def test_a_lease_expires_by_the_database_clock_and_its_node_is_fenced(pg):
+    doomed, alive, stopped = register(SHORT), register(), register()
+    runs = {
+        name: live_run(i, name) for name, i in (("doomed", doomed), ("alive", alive), ("stopped", stopped))
+    }
+    step = store.start_step(runs["doomed"], "s", time.time())
+    store.stop_instance(stopped, time.time())
+    lapse(doomed)
+    orphans = {o.job: o.reason for o in reaper.find_orphans(time.time(), HOST, daemon_lock_free=False)}
+    assert orphans == {
+        "doomed": f"orphaned: node {doomed} (pid 4242 on {HOST}) lost its lease",
+        "stopped": f"orphaned: daemon pid 4242 on {HOST} stopped",
+    }
+    # Fenced: no heartbeat, no step, no end, no new run of the dead instance lands.
+    with pytest.raises(nodes.Fenced):
+        store.heartbeat(doomed, [runs["doomed"]], time.time())
+    with pytest.raises(RunEnded):
+        store.finish_step(runs["doomed"], step, "success", None, time.time())
+    with pytest.raises(RunEnded):
+        store.start_step(runs["doomed"], "late", time.time())
+    assert store.finish_run(runs["doomed"], "success", time.time()) is False
+    with pytest.raises(nodes.Fenced):
+        live_run(doomed, "doomed", slot=200.0)
+    assert store.run_status(runs["doomed"]) == "running"  # until a peer's reaper flips it
+    assert store.heartbeat(alive, [runs["alive"]], time.time()) == set()
+    assert store.finish_run(runs["alive"], "success", time.time()) is True
+
+
+def test_a_trigger_is_taken_by_exactly_one_node(pg):
+    """Four nodes take at the same instant, twenty rounds: every request once."""
+    me = [register() for _ in range(4)]
+    ids, taken = [], []
+    for _ in range(20):
+        ids += [store.add_request("trigger", time.time(), job=f"j{i}") for i in range(10)]
+        barrier = threading.Barrier(len(me))
+
+        def take(node, barrier=barrier):
+            barrier.wait()
+            taken.extend(r.id for r in store.take_requests(time.time(), node))
+            store.close()
+
+        threads = [threading.Thread(target=take, args=(node,)) for node in me]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(taken) == sorted(ids)  # every one taken, none twice
+    assert {r.taken_by for r in store.Request.select()} <= set(me)
+
+
+def test_a_cancel_goes_to_the_node_running_the_run_or_to_anyone_when_it_is_dead(pg):
+    a, b, short = register(), register(), register(SHORT)
+    on_a, on_short = live_run(a, "x"), live_run(short, "y")
+    to_a = store.add_request("cancel", time.time(), run_id=on_a)
+    to_short = store.add_request("cancel", time.time(), run_id=on_short)
+    reload_a = store.add_request("reload", time.time(), node=a)
+    assert [r.id for r in store.take_requests(time.time(), b)] == []  # a lives; short still holds its lease
+    lapse(short)
+    assert [r.id for r in store.take_requests(time.time(), b)] == [to_short]
+    assert [r.id for r in store.take_requests(time.time(), a)] == [to_a, reload_a]
+
+
+def test_one_housekeeper_at_a_time_and_another_once_its_lease_passes(pg):
+    a, b = register(), register()
+    assert nodes.hold_lease(nodes.HOUSEKEEPING, a, SHORT) is True
+    assert nodes.hold_lease(nodes.HOUSEKEEPING, b, SHORT) is False
+    assert nodes.hold_lease(nodes.HOUSEKEEPING, a, SHORT) is True  # renewed
+    assert nodes.lease_holder(nodes.HOUSEKEEPING) == a
+    wait_for(lambda: nodes.hold_lease(nodes.HOUSEKEEPING, b, SHORT), 3, what="b to take over")
+    assert nodes.lease_holder(nodes.HOUSEKEEPING) == b
+
+
+def test_a_dead_nodes_retries_are_owed_until_a_peer_records_them(pg):
+    dead, peer = register(SHORT), register()
+    failed, orphaned, retried = live_run(dead, "a", 1.0), live_run(dead, "b", 2.0), live_run(dead, "c", 3.0)
+    store.finish_run(failed, "error", time.time(), error="boom")
+    store.finish_run(retried, "error", time.time(), error="boom")
+    store.start_run("c", "retry", 3.0, 2, time.time() + 60, peer, time.time())  # its retry ran
+    lapse(dead)
+    reaper.reap(reaper.find_orphans(time.time(), HOST, daemon_lock_free=False), time.time())
+    assert store.run_status(orphaned) == "timeout"  # flipped by a reaper: no verdict of its own
+    assert [r.id for r in nodes.owed_retries(0.0, ("error", "timeout"))] == [failed]
+    store.record_skipped("a", 1.0, "retry dropped", time.time(), trigger="retry", attempt=2)
+    assert nodes.owed_retries(0.0, ("error", "timeout")) == []
+
+
+def test_the_node_list_says_who_lives_who_keeps_the_house_and_escapes_on_the_page(pg):
+    running = store.register_instance("daemon", 1, "<b>host</b>", "v", 60.0, time.time())
+    dead = register(SHORT)
+    stopped = register()
+    store.stop_instance(stopped, time.time())
+    live_run(running, "x")
+    nodes.hold_lease(nodes.HOUSEKEEPING, running, 30)
+    lapse(dead)
+    listed = {n["id"]: n for n in store.cluster_nodes(heartbeat_interval=5.0)}
+    assert {i: n["state"] for i, n in listed.items()} == {
+        running: "running",
+        dead: "dead",
+        stopped: "stopped",
+    }
+    assert listed[running]["housekeeper"] and listed[running]["live_runs"] == 1
+    assert not listed[dead]["housekeeper"] and listed[dead]["lease_until"] < time.time()
+    page = pages.status_page(
+        {
+            "daemon": None,
+            "state": "running",
+            "database": "postgresql://x:***@h/db",
+            "problems": [],
+            "jobs": [],
+            "strips": {},
+            "live": [],
+            "zones": {},
+            "nodes": list(listed.values()),
+        },
+        None,
+    )
+    assert "&lt;b&gt;host&lt;/b&gt;" in page and "<b>host</b>" not in page
+    assert page.count("data-node=") == 3 and "(housekeeper)" in page
