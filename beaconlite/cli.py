@@ -64,7 +64,7 @@ def global_options(f):
             type=click.Path(dir_okay=False),
             expose_value=False,
             callback=_remember,
-            help="Query this database (no config needed).",
+            help="Query this database: a SQLite file or a postgresql:// URL (no config needed).",
         ),
         click.option(
             "--debug", is_flag=True, expose_value=False, callback=_remember, help="Show tracebacks."

@@ -464,7 +464,12 @@ class Daemon:
             why = clock.explain_gap(self._last, clock.Clocks.read(), self.tick_interval) or recent or why
         if self.cluster:
             # No run starts before its slot by the database's clock: a node whose own clock
-            # is fast has been woken early by APScheduler (which reads that clock).
+            # is fast has been woken early by APScheduler (which reads that clock). Asked
+            # afresh (one round trip): the clock may have been stepped since the heartbeat.
+            try:
+                self._follow_database_clock()
+            except WriteFailed:
+                pass  # the fires' own writes meet the outage too, and defer their slots
             early = max(slot for _, slots in fires for slot in slots) - clock.wall()
             if early > 0:
                 time.sleep(min(early, timing.CLUSTER_EARLY_WAIT))

@@ -366,3 +366,18 @@ def _config(tmp_path) -> Path:
     config = tmp_path / "c.toml"
     config.write_text('[daemon]\ndatabase = "/var/lib/beaconlite/b.db"\n')
     return config
+
+
+def test_a_cluster_node_unit_names_no_database_path(tmp_path, monkeypatch):
+    """A PostgreSQL database is the server's: no ReadWritePaths for it, nothing pinned, and
+    the URL's password nowhere in the unit."""
+    config = tmp_path / "beaconlite.toml"
+    config.write_text(
+        '[daemon]\ndatabase = "postgresql://node:${PW}@db.internal:5432/beaconlite"\n'
+        "[[jobs]]\nname = 'a'\nrun = 'beaconlite.builtin:noop'\n"
+    )
+    monkeypatch.setenv("PW", "s3cret-pw")  # the CLI's subprocess inherits it
+    out = cli("-c", config, "service", "print")
+    assert out.returncode == 0, out.stderr
+    assert "ReadWritePaths" not in out.stdout and "s3cret-pw" not in out.stdout
+    assert "postgresql" not in out.stdout  # the unit runs the config; the URL stays in it
