@@ -264,7 +264,10 @@ class Daemon:
             getattr(self, f"_{duty}")(tick)
         except WriteFailed:
             pass  # the store logs an outage once, when it starts and when it ends
-        except Exception:  # a loop boundary: log once per failing streak, keep ticking
+        except Exception as e:  # a loop boundary: log once per failing streak, keep ticking
+            if self.cluster and isinstance(e, store.DRIVER_ERRORS):
+                store.read_failed(e)  # a read met the server gone: the outage, logged once
+                return
             if duty not in self._failing:
                 log.exception("tick duty %r failed", duty)
             self._failing.add(duty)

@@ -12,7 +12,18 @@ what peewee's query builder expresses: this is the piece that moves to PostgreSQ
 """
 
 from beaconlite.store import nodes
-from beaconlite.store.database import batch, close, db, if_lost, is_postgres, on_commit, outage, patience
+from beaconlite.store.database import (
+    DRIVER_ERRORS,
+    batch,
+    close,
+    db,
+    if_lost,
+    is_postgres,
+    on_commit,
+    outage,
+    patience,
+    read_failed,
+)
 from beaconlite.store.history import (
     cluster_nodes,
     counts_since,
@@ -79,6 +90,8 @@ from beaconlite.store.schema import (
 )
 
 __all__ = [
+    "DRIVER_ERRORS",
+    "read_failed",
     "SCHEMA_VERSION",
     "Instance",
     "JobState",

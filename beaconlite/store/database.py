@@ -341,6 +341,17 @@ def if_lost(action: Callable[[str], None]) -> None:
         current.lost.append(action)
 
 
+def read_failed(error: BaseException) -> WriteFailed:
+    """A read the database refused (it went away): the same outage as a refused write,
+    logged once; a PostgreSQL connection it broke is closed, never handed out again."""
+    if is_postgres():
+        try:
+            db.manual_close()
+        except DRIVER_ERRORS:
+            pass
+    return outage.failed(error)
+
+
 def close() -> None:
     if db.obj is not None and not db.is_closed():
         db.close()

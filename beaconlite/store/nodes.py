@@ -16,7 +16,7 @@ from peewee import SQL, Case, Tuple, fn
 
 from beaconlite.errors import WriteFailed
 from beaconlite.statuses import RUNNING
-from beaconlite.store.database import DRIVER_ERRORS, db, in_this_batch, is_postgres, outage, write
+from beaconlite.store.database import DRIVER_ERRORS, db, in_this_batch, is_postgres, read_failed, write
 from beaconlite.store.schema import Instance, Lease, Run
 
 DB_NOW = SQL("CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)")
@@ -41,8 +41,7 @@ def database_clock() -> float:
     try:
         return db.execute_sql(f"SELECT {DB_NOW.sql}").fetchone()[0]
     except DRIVER_ERRORS as e:
-        db.manual_close()  # a restarted server's connection: never handed out again
-        raise outage.failed(e) from None
+        raise read_failed(e) from None
 
 
 def start_lease(instance_id: int) -> None:
