@@ -23,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 
 from peewee import DatabaseError, DatabaseProxy, IntegrityError, InterfaceError, PostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledPostgresqlDatabase
 
 from beaconlite.errors import WriteFailed
 
@@ -34,9 +35,10 @@ try:  # the optional PostgreSQL driver: its own errors escape peewee's wrapping 
         InterfaceError,
         sqlite3.Error,
         psycopg.Error,
+        MaxConnectionsExceeded,
     )
 except ImportError:  # pragma: no cover - SQLite-only installs
-    DRIVER_ERRORS = (DatabaseError, InterfaceError, sqlite3.Error)
+    DRIVER_ERRORS = (DatabaseError, InterfaceError, sqlite3.Error, MaxConnectionsExceeded)
 
 log = logging.getLogger("beaconlite.store")
 T = TypeVar("T")
@@ -50,6 +52,24 @@ db = DatabaseProxy()  # SQLite or PostgreSQL, chosen when the store is opened
 
 def is_postgres() -> bool:
     return isinstance(db.obj, PostgresqlDatabase)
+
+
+class PostgresPool(PooledPostgresqlDatabase):
+    """A node's bounded pool (``[daemon] max_connections``), whose wait for a free
+    connection is the calling thread's patience: the tick never waits 10 s behind a burst
+    of writers. A pool still exhausted after that refuses the write like a busy database."""
+
+    def connect(self, reuse_if_open=False):
+        deadline = time.monotonic() + _wait_left()
+        while True:
+            try:  # Database.connect: the pool's _connect, without PooledDatabase's own wait
+                return super(PooledDatabase, self).connect(reuse_if_open)
+            except MaxConnectionsExceeded:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                with self._pool_available:
+                    self._pool_available.wait(timeout=min(left, 0.05))
 
 
 # In-process writers queue here rather than in SQLite's busy handler, which sleeps in

@@ -25,7 +25,7 @@ from beaconlite.errors import StoreError, WriteFailed
 from beaconlite.lock import create_private_file
 from beaconlite.places import PostgresURL, is_postgres
 from beaconlite.statuses import RUNNING, SUCCESS
-from beaconlite.store.database import BUSY_TIMEOUT, DRIVER_ERRORS, INCREMENTAL, PRAGMAS, close, db, write
+from beaconlite.store.database import DRIVER_ERRORS, INCREMENTAL, PRAGMAS, PostgresPool, close, db, write
 
 SCHEMA_VERSION = 8
 
@@ -301,14 +301,11 @@ MIGRATION_LOCK = int.from_bytes(b"beaconli", "big") & (2**63 - 1)
 
 
 def _connect_postgres(target: PostgresURL, max_connections: int, read_only: bool) -> None:
-    from playhouse.pool import PooledPostgresqlDatabase
-
     options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
     _use(
-        PooledPostgresqlDatabase(
+        PostgresPool(
             target.url,
             max_connections=max_connections,
-            timeout=BUSY_TIMEOUT,  # waiting for a free connection of the pool
             prefer_psycopg3=True,
             connect_timeout=5,
             application_name="beaconlite",
