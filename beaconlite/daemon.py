@@ -296,7 +296,7 @@ class Daemon:
             self._published = None  # publish the whole job list
             log.info("this node keeps the house now", extra={"event": "cluster.housekeeper"})
         if self.housekeeper and self._every("unclaimed", self.config.daemon.reaper_interval, tick):
-            self.slots.record_unclaimed(tick.now)
+            self.slots.record_unclaimed(tick.now, since=self.started_at)
             self.slots.record_owed_retries(tick.now)
 
     def _requests(self, tick: Tick) -> None:

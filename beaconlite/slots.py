@@ -31,6 +31,8 @@ from beaconlite.statuses import FAILURES, SKIPPED
 log = logging.getLogger(__name__)
 
 RETRY_HORIZON = 86400.0  # a dead node's retries are looked for this long after they were due
+UNCLAIMED_CAP = 1000  # slots a housekeeping pass looks at per job (a 1 s job: 16 minutes)
+SLOT_EPSILON = 0.001  # a row's slot and the schedule's are the same float; this is only slack
 
 
 class Skip(enum.Enum):
@@ -204,6 +206,7 @@ class Slots:
         # tick's recover_unrecorded() accounts for all of them as for downtime.
         self._unrecorded: dict[str, tuple[float, float, str]] = {}
         self._to_drop: list[tuple[Fire, str]] = []  # drops the database refused: (fire, why)
+        self._unclaimed_checked: dict[str, float] = {}  # job -> slots up to here looked at (cluster)
 
     def reconfigure(self, config: Config) -> None:
         with self._lock:
@@ -263,9 +266,18 @@ class Slots:
                 until = max(now, last, clock.wall())  # a fire deferred after `now` was read
                 slots, more = due_slots(parse_schedule(job.schedule), job.zone(), first - 0.001, until)
                 mark = max(store.last_started_slot(job.name) or 0.0, store.resumed_at(job.name) or 0.0)
+                reason = f"the database was not writable: {cause}"
+                if store.is_postgres():
+                    # Peers may have run later slots meanwhile, past which the ledger mark
+                    # moved: an earlier slot none of them recorded is skipped on its own.
+                    try:
+                        self._skip_unrecorded(job, [s for s in slots if s <= mark], reason, now)
+                    except WriteFailed as e:
+                        self._defer(job.name, [first, last], e.cause)
+                        return
                 slots = [s for s in slots if s > mark]
                 if slots:
-                    self._due(job, slots, now, f"the database was not writable: {cause}", more)
+                    self._due(job, slots, now, reason, more)
                 if name in self._unrecorded:  # refused again: the next tick tries again
                     return
 
@@ -285,24 +297,31 @@ class Slots:
             if slots:
                 self.fire(job.name, slots, now, why, more)
 
-    def record_unclaimed(self, now: float) -> None:
-        """A cluster's housekeeping: slots no node claimed within misfire_grace (every node
-        was at capacity) are recorded once, as one skipped row per job."""
-        jobs = [job for job in self.config.jobs if job.schedule and job.enabled]
-        marks = store.ledger_marks([job.name for job in jobs])
-        for job in jobs:
-            mark = marks[job.name]
-            if mark is None:
+    def record_unclaimed(self, now: float, since: float) -> None:
+        """A cluster's housekeeping: a slot no node claimed within misfire_grace (every node
+        was at capacity) is recorded once, as skipped. Looked for since the last look (at
+        first since ``since``, the daemon's start: earlier slots are the downtime rule's)."""
+        reason = "unclaimed: every node was at capacity (max_concurrent_runs) through misfire_grace"
+        for job in self.config.jobs:
+            if not job.schedule or not job.enabled:
                 continue
-            slots, _ = due_slots(parse_schedule(job.schedule), job.zone(), mark, now - job.misfire_grace)
-            if not slots:
+            after = self._unclaimed_checked.get(job.name, since)
+            until = now - job.misfire_grace
+            if until <= after:
                 continue
-            what = f"{len(slots)} slot(s)" if len(slots) > 1 else "the slot"
-            reason = f"{what} unclaimed: every node was at capacity (max_concurrent_runs) for misfire_grace"
-            run_id = store.record_skipped(
-                job.name, slots[0], reason, now, slots=len(slots), last_slot_at=slots[-1]
-            )
-            self._housekeeping_skip(job, reason, run_id)
+            slots, _ = due_slots(parse_schedule(job.schedule), job.zone(), after, until, cap=UNCLAIMED_CAP)
+            self._skip_unrecorded(job, slots, reason, now)
+            self._unclaimed_checked[job.name] = until
+
+    def _skip_unrecorded(self, job: JobSpec, slots: list[float], reason: str, now: float) -> None:
+        """Each of ``slots`` that no row covers yet, recorded as skipped (a row of its own:
+        rows of other slots lie between them)."""
+        if not slots:
+            return
+        covered = store.nodes.recorded_slots(job.name, slots[0], slots[-1])
+        for slot in slots:
+            if not any(first - SLOT_EPSILON <= slot <= last + SLOT_EPSILON for first, last in covered):
+                self._housekeeping_skip(job, reason, store.record_skipped(job.name, slot, reason, now))
 
     def record_owed_retries(self, now: float) -> None:
         """A cluster's housekeeping: a dead node's pending retries (kept in its memory, lost

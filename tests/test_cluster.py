@@ -321,3 +321,23 @@ def test_a_cancel_from_a_machine_with_no_daemon_reaches_the_node_running_the_run
     assert c.sql("SELECT status FROM run WHERE id = %s", (run_id,)) == [("cancelled",)]
     c.stop_all()
     wait_stopped(c)
+
+
+def test_a_slot_no_node_has_room_for_is_recorded_once_as_skipped(cluster):
+    """Two nodes of one run each (max_concurrent_runs = 1), one held by a long run: most
+    slots of the other jobs find no node with room. Nobody claims them; the housekeeper
+    records each once, as skipped, after misfire_grace."""
+    c = cluster(work=0.1)
+    text = c.config.read_text().replace('log_format = "json"', 'log_format = "json"\nmax_concurrent_runs = 1')
+    text = text.replace('schedule = "every 1s"', 'schedule = "every 1s"\nmisfire_grace = "1s"')
+    c.config.write_text(text.replace("work = 0.1}", "work = 60}", 1))  # j0 holds its node
+    [c.node().start() for _ in range(2)]
+    start = time.time()
+    time.sleep(7)
+    end = time.time()
+    unclaimed = c.sql("SELECT count(*) FROM run WHERE error LIKE 'unclaimed%%'")[0][0]
+    assert unclaimed > 0
+    c.stop_all()
+    wait_stopped(c)
+    # The last seconds' slots were not yet past misfire_grace + a housekeeping pass at the stop.
+    c.check(start, end - 3)

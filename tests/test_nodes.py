@@ -157,3 +157,30 @@ def test_the_node_list_says_who_lives_who_keeps_the_house_and_escapes_on_the_pag
     )
     assert "&lt;b&gt;host&lt;/b&gt;" in page and "<b>host</b>" not in page
     assert page.count("data-node=") == 3 and "(housekeeper)" in page
+
+
+def test_a_slot_this_node_could_not_record_is_skipped_even_after_a_peer_ran_a_later_one(pg, tmp_path):
+    """The database refused this node's row for slot s; meanwhile a peer ran s+1 (and s+2).
+    The ledger mark has moved past s, yet s still gets its row."""
+    from beaconlite.config import load_config
+    from beaconlite.loader import Code
+    from beaconlite.runner import Runner
+    from beaconlite.slots import Slots
+
+    _, url = pg
+    config_path = tmp_path / "c.toml"
+    config_path.write_text(
+        f'[daemon]\ndatabase = "{url}"\n[[jobs]]\nname = "tick"\nschedule = "every 1s"\n'
+        "run = 'beaconlite.builtin:noop'\n"
+    )
+    config = load_config(config_path)
+    me, peer = register(), register()
+    slots = Slots(config, Runner(config, Code(), me))
+    s = float(int(time.time())) - 3
+    slots._defer("tick", [s], "connection refused")  # as a refused batch leaves it
+    for later in (s + 1, s + 2):
+        store.start_run("tick", "schedule", later, 1, later + 60, peer, later)
+    slots.recover_unrecorded(s + 3)
+    rows = {r.scheduled_at: r for r, _, _ in store.list_runs(job="tick", limit=10)}
+    assert rows[s].status == "skipped" and "the database was not writable" in rows[s].error
+    assert [r.status for slot, r in sorted(rows.items()) if slot > s + 2] == ["running"]  # the latest ran

@@ -22,6 +22,7 @@ from beaconlite.store.schema import Instance, Lease, Run
 DB_NOW = SQL("CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)")
 UP_SINCE = SQL("CAST(EXTRACT(EPOCH FROM pg_postmaster_start_time()) AS DOUBLE PRECISION)")
 HOUSEKEEPING = "housekeeping"
+COVER_LOOKBACK = 86400.0  # how far back a skipped row standing for many slots is looked for
 
 
 class Fenced(WriteFailed):
@@ -169,6 +170,18 @@ def claim(job: str, slot: float, attempt: int, me: int | None) -> Claim:
             .order_by(Run.id)
         )
         return Claim(False, tuple(r.id for r in others))
+
+
+def recorded_slots(job: str, first: float, last: float) -> list[tuple[float, float]]:
+    """The (first, last) slots of the job's rows that cover any of [first, last] (a skipped
+    row may stand for several slots: one that began up to a day earlier is seen)."""
+    last_of_row = fn.COALESCE(Run.last_slot_at, Run.scheduled_at)
+    return list(
+        Run.select(Run.scheduled_at, last_of_row)
+        .where(Run.job == job, Run.scheduled_at.between(first - COVER_LOOKBACK, last + 0.001))
+        .where(last_of_row >= first - 0.001)
+        .tuples()
+    )
 
 
 def owed_retries(since: float, statuses: tuple[str, ...]) -> list[Run]:
