@@ -179,7 +179,9 @@ def test_a_slot_this_node_could_not_record_is_skipped_even_after_a_peer_ran_a_la
     s = float(int(time.time())) - 3
     slots._defer("tick", [s], "connection refused")  # as a refused batch leaves it
     for later in (s + 1, s + 2):
-        store.start_run("tick", "schedule", later, 1, later + 60, peer, later)
+        store.finish_run(
+            store.start_run("tick", "schedule", later, 1, later + 60, peer, later), "success", later
+        )
     slots.recover_unrecorded(s + 3)
     rows = {r.scheduled_at: r for r, _, _ in store.list_runs(job="tick", limit=10)}
     assert rows[s].status == "skipped" and "the database was not writable" in rows[s].error
