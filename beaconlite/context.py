@@ -40,6 +40,7 @@ class RunControl(Protocol):
     """What a run's code may ask of the run that hosts it."""
 
     run_id: int
+    instance_id: int | None  # the instance whose run this is: its writes are conditional on it
     job: JobSpec
     scheduled_at: float
     deadline_at: float
@@ -162,7 +163,9 @@ class RunContext:
             raise RuntimeError(f"step {name!r} started inside step {self._step.name!r}")
         record = StepRecord(self._run.redactor.line(_text(name), 200), started_at=clock.wall())
         self.findings.steps.append(record)
-        _, record.row_id = self._write(store.start_step, self.run_id, record.name, record.started_at)
+        _, record.row_id = self._write(
+            store.start_step, self.run_id, record.name, record.started_at, self._run.instance_id
+        )
         self._step = record
         try:
             yield record
@@ -193,6 +196,12 @@ class RunContext:
         record.finished_at = clock.wall()
         if record.row_id is not None:
             record.written, _ = self._write(
-                store.finish_step, self.run_id, record.row_id, record.status, record.error, record.finished_at
+                store.finish_step,
+                self.run_id,
+                record.row_id,
+                record.status,
+                record.error,
+                record.finished_at,
+                self._run.instance_id,
             )
         self.checkpoint()

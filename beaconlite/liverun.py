@@ -41,6 +41,7 @@ class LiveRun:
                  give_up: Callable[[LiveRun], None], disown: Callable[[int, str | None], None],
                  aborting: Callable[[LiveRun], None]):  # fmt: skip
         self.run_id = run_id
+        self.instance_id: int | None = None  # the instance that started it (set by the runner)
         self.job = job
         self.trigger = trigger
         self.scheduled_at = scheduled_at

@@ -91,6 +91,7 @@ class Runner:
             self.config, run_id, job, trigger, scheduled_at, attempt, now, target,
             self.give_up, self.disown, self._not_working,
         )  # fmt: skip
+        live.instance_id = self.instance_id
         with self._lock:
             self._live[run_id] = live
             self._working.setdefault(job.name, {})[run_id] = live
@@ -337,6 +338,7 @@ class Runner:
                 duration_s=verdict.duration_s,
                 suspended_s=verdict.suspended_s,
                 steps=verdict.steps,
+                instance_id=live.instance_id,
             )
             status = verdict.status if won else (store.run_status(live.run_id) or verdict.status)
         store.on_commit(lambda: self._recorded(live, won, status))

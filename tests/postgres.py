@@ -88,8 +88,10 @@ class Server:
 
     def start(self) -> None:
         options = (
+            # fsync off: a crash of the server process (-m immediate) loses nothing the OS
+            # has; synchronous_commit stays on, or a crash would lose commits it confirmed.
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            "-c full_page_writes=off -c max_connections=300"
         )
         self._ctl("-o", options, "-w", "start")
 

@@ -186,3 +186,24 @@ def test_a_slot_this_node_could_not_record_is_skipped_even_after_a_peer_ran_a_la
     rows = {r.scheduled_at: r for r, _, _ in store.list_runs(job="tick", limit=10)}
     assert rows[s].status == "skipped" and "the database was not writable" in rows[s].error
     assert [r.status for slot, r in sorted(rows.items()) if slot > s + 2] == ["running"]  # the latest ran
+
+
+def test_a_run_id_handed_to_a_peer_after_a_lost_commit_is_not_written_by_its_old_owner(pg):
+    """A failover to a replica that missed the last commits: this node's run row is gone
+    and a peer's new run got its id. Our late end and steps must not land on the peer's run."""
+    _, url = pg
+    mine, peer = register(), register()
+    run_id = live_run(mine, "lost", slot=1.0)
+    step = store.start_step(run_id, "s", time.time(), instance_id=mine)
+    pg[0].sql(
+        url,
+        "UPDATE run SET job = 'theirs', scheduled_at = 2.0, instance_id = %s WHERE id = %s",
+        (peer, run_id),
+    )
+    with pytest.raises(RunEnded):
+        store.finish_step(run_id, step, "success", None, time.time(), instance_id=mine)
+    with pytest.raises(RunEnded):
+        store.start_step(run_id, "late", time.time(), instance_id=mine)
+    assert store.finish_run(run_id, "error", time.time(), error="mine", instance_id=mine) is False
+    assert store.finish_run(run_id, "success", time.time(), instance_id=peer) is True
+    assert store.get_run(run_id)[0].error is None

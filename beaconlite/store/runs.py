@@ -194,28 +194,41 @@ def paused_jobs() -> dict[str, Pause]:
     return {job: p for job, p in pauses().items() if p.resumed_at is None}
 
 
-def _require_live(run_id: int) -> None:
-    """RunEnded unless the run is live (and, in a cluster, its node holds its lease: a
-    fenced node writes nothing more for its runs)."""
+def _ours(run_id: int, instance_id: int | None):
+    """In a cluster: the row is still the run this instance started, and the instance holds
+    its lease. (A failover to a replica that had not received the last commits can hand a
+    lost run's id to a peer's new run: its id alone is not its identity.)"""
+    ours = (Run.id == run_id) & nodes.run_owner_alive()
+    return ours & (Run.instance_id == instance_id) if instance_id is not None else ours
+
+
+def _require_live(run_id: int, instance_id: int | None) -> None:
+    """RunEnded unless the run is live (and, in a cluster, still ours: a fenced node writes
+    nothing more for its runs)."""
     status = run_status(run_id)
-    owned = Run.select(Run.id).where(Run.id == run_id, nodes.run_owner_alive())
-    if status == RUNNING and is_postgres() and not owned.exists():
+    if (
+        status == RUNNING
+        and is_postgres()
+        and not Run.select(Run.id).where(_ours(run_id, instance_id)).exists()
+    ):
         status = "fenced"
     if status != RUNNING:
         raise RunEnded(run_id, status)
 
 
-def start_step(run_id: int, name: str, now: float) -> int:
+def start_step(run_id: int, name: str, now: float, instance_id: int | None = None) -> int:
     """A step row under a live run; RunEnded when the run's end is already recorded."""
     with write():
-        _require_live(run_id)
+        _require_live(run_id, instance_id)
         return Step.insert(run_id=run_id, name=name, status=RUNNING, started_at=now).execute()
 
 
-def finish_step(run_id: int, step_id: int, status: str, error: str | None, now: float) -> None:
+def finish_step(
+    run_id: int, step_id: int, status: str, error: str | None, now: float, instance_id: int | None = None
+) -> None:
     """End a step of a live run; RunEnded when the run's end is already recorded."""
     with write():
-        _require_live(run_id)
+        _require_live(run_id, instance_id)
         Step.update(status=status, error=error, finished_at=now).where(
             Step.id == step_id, Step.status == RUNNING
         ).execute()
@@ -232,6 +245,7 @@ def finish_run(
     duration_s: float | None = None,
     suspended_s: float | None = None,
     steps: Iterable[dict] = (),
+    instance_id: int | None = None,
 ) -> bool:
     """Compare-and-set a live run to its terminal status; False when someone else did first.
 
@@ -250,7 +264,7 @@ def finish_run(
         fields["suspended_s"] = suspended_s
     live = (Run.id == run_id) & (Run.status == RUNNING)
     if is_postgres():
-        live &= nodes.run_owner_alive()  # a fenced node's late end loses, as any late end does
+        live &= _ours(run_id, instance_id)  # a fenced node's late end loses, as any late end does
     with write():
         won = Run.update(**fields).where(live).execute() == 1
         if won:
