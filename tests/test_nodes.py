@@ -185,7 +185,8 @@ def test_a_slot_this_node_could_not_record_is_skipped_even_after_a_peer_ran_a_la
     slots.recover_unrecorded(s + 3)
     rows = {r.scheduled_at: r for r, _, _ in store.list_runs(job="tick", limit=10)}
     assert rows[s].status == "skipped" and "the database was not writable" in rows[s].error
-    assert [r.status for slot, r in sorted(rows.items()) if slot > s + 2] == ["running"]  # the latest ran
+    latest = [r for slot, r in sorted(rows.items()) if slot > s + 2]
+    assert len(latest) == 1 and latest[0].started_at is not None  # the latest slot ran (its code here: none)
 
 
 def test_a_run_id_handed_to_a_peer_after_a_lost_commit_is_not_written_by_its_old_owner(pg):
