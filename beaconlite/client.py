@@ -14,6 +14,7 @@ from pathlib import Path
 from beaconlite import reaper, store, timing
 from beaconlite.errors import Refused, StoreError
 from beaconlite.lock import daemon_alive
+from beaconlite.places import is_postgres
 from beaconlite.statuses import RUNNING
 
 
@@ -57,7 +58,12 @@ def ask_daemon(
 
 
 def require_daemon(path: Path) -> None:
-    if not daemon_alive(path) or not store.open_for_changes(path):
+    # SQLite: the lock file answers before the database is opened; PostgreSQL: the leases in it.
+    if is_postgres(path):
+        alive = store.open_for_changes(path) and daemon_alive(path)
+    else:
+        alive = daemon_alive(path) and store.open_for_changes(path)
+    if not alive:
         raise Refused(f"no daemon is running on {path}")
 
 

@@ -15,13 +15,16 @@ from beaconlite import __version__, clock, loader, store, timing
 from beaconlite.config import Config, JobSpec
 from beaconlite.errors import RunCancelled, WriteFailed
 from beaconlite.lock import DaemonLock
-from beaconlite.places import prepare_database_directory
+from beaconlite.places import is_postgres, prepare_database_directory
 from beaconlite.runner import Runner
 
 
 def open_store(config: Config) -> None:
     """Open the database for writing runs: create or migrate it only under the daemon lock."""
     path = config.daemon.database
+    if is_postgres(path):  # any node may migrate, under the database's own lock
+        store.open_writer(path, max_connections=config.daemon.max_connections)
+        return
     prepare_database_directory(config)
     lock = DaemonLock(path, store.file_mode(config.daemon.group_access))
     if not lock.try_acquire():
@@ -51,6 +54,8 @@ def run_in_foreground(config: Config, job: JobSpec) -> tuple[int, str]:
                     for run_id in store.heartbeat(instance, [live.run_id], clock.wall()):
                         runner.disown(run_id, store.run_status(run_id))
                     runner.record_pending()
+            except store.nodes.Fenced:  # our lease passed (frozen, cut off): peers reap the run
+                runner.disown(live.run_id, "fenced")
             except WriteFailed:
                 pass  # logged once by the store; the run goes on
         store.close()

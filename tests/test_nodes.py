@@ -208,3 +208,18 @@ def test_a_run_id_handed_to_a_peer_after_a_lost_commit_is_not_written_by_its_old
     assert store.finish_run(run_id, "error", time.time(), error="mine", instance_id=mine) is False
     assert store.finish_run(run_id, "success", time.time(), instance_id=peer) is True
     assert store.get_run(run_id)[0].error is None
+
+
+def test_the_cli_on_a_cluster_with_no_daemon_runs_here_and_refuses_what_needs_one(pg, cli, tmp_path):
+    _, url = pg
+    config = tmp_path / "beaconlite.toml"
+    config.write_text(
+        f'[daemon]\ndatabase = "{url}"\n[[jobs]]\nname = "a"\nrun = "beaconlite.builtin:selfcheck"\n'
+    )
+    ran = cli("-c", config, "run", "a")
+    assert ran.code == 0 and "success" in ran.out, ran.err
+    for command in (["trigger", "a"], ["reload"]):
+        refused = cli("-c", config, *command)
+        assert refused.code == 1 and "no daemon is running on postgresql://" in refused.err
+    status = cli("-c", config, "status", "--json").json()
+    assert status["daemon"]["state"] == "stopped" and status["nodes"] == []
