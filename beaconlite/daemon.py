@@ -498,7 +498,12 @@ class Daemon:
                 with store.patience(timing.FIRE_WRITE_WAIT), store.batch():
                     now = clock.wall()
                     if self.cluster:
-                        store.nodes.prepare_claims(fires[i : i + timing.FIRES_PER_TRANSACTION], self.instance)
+                        try:
+                            store.nodes.prepare_claims(
+                                fires[i : i + timing.FIRES_PER_TRANSACTION], self.instance
+                            )
+                        except WriteFailed:
+                            pass  # the outage: each fire below defers its slots, none is lost
                     for job_name, slots in fires[i : i + timing.FIRES_PER_TRANSACTION]:
                         try:
                             self.slots.fire(job_name, slots, now, why)

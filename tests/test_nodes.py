@@ -223,3 +223,22 @@ def test_the_cli_on_a_cluster_with_no_daemon_runs_here_and_refuses_what_needs_on
         assert refused.code == 1 and "no daemon is running on postgresql://" in refused.err
     status = cli("-c", config, "status", "--json").json()
     assert status["daemon"]["state"] == "stopped" and status["nodes"] == []
+
+
+def test_a_wake_up_that_meets_the_server_gone_keeps_its_slots_for_later(pg_server, pg_url, inproc_daemon):
+    """The fires' first statement (the decision locks) fails: the slots wait as unrecorded
+    ones and get their rows once the server is back, none dropped."""
+    defaults = f'[daemon]\ndatabase = "{pg_url}"\nlog_format = "json"\nheartbeat_interval = "0.2s"\n'
+    d = inproc_daemon(
+        "[[jobs]]\nname = 'hourly'\nschedule = 'every 1h'\nrun = 'beaconlite.builtin:noop'\n", defaults
+    )
+    slot = float(int(time.time() // 3600) * 3600)  # this hour's slot, handed over as APScheduler would
+    pg_server._ctl("-m", "fast", "-w", "stop")
+    try:
+        d._on_fires([("hourly", [slot])])
+        assert d.slots.has_unrecorded()
+    finally:
+        pg_server.start()
+    wait_for(lambda: pg_server.sql(pg_url, "SELECT status FROM run WHERE scheduled_at = %s", (slot,)), 10)
+    d.request_stop()
+    d.thread.join(30)
