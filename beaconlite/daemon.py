@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from beaconlite import __version__, clock, journal, loader, logs, reaper, sdnotify, store, timing
 from beaconlite.config import Config
-from beaconlite.errors import ConfigError, Refused, WriteFailed
+from beaconlite.errors import ConfigError, Refused, Unreachable, WriteFailed
 from beaconlite.inbox import Inbox
 from beaconlite.loader import Code
 from beaconlite.lock import DaemonLock
@@ -111,7 +111,16 @@ class Daemon:
 
     def run(self, handle_signals: bool = True) -> int:
         """Run until SIGTERM / SIGINT (or request_stop()); the exit code."""
-        self.start(handle_signals)
+        try:
+            self.start(handle_signals)
+        except (WriteFailed, *store.DRIVER_ERRORS) as e:
+            if not self.cluster:
+                raise
+            cause = e.cause if isinstance(e, WriteFailed) else " ".join(str(e).split())
+            raise Unreachable(
+                f"{self.config.daemon.database}: the database went away during the start ({cause}); "
+                "exiting to be restarted"
+            ) from None
         try:
             self._loop()
         finally:

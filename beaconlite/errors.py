@@ -31,6 +31,11 @@ class LockHeld(Refused):
         super().__init__(f"{path} is locked by a running daemon ({holder})")
 
 
+class Unreachable(Refused):
+    """The database server cannot be reached now (exit 1: a service manager tries again;
+    exit 2 would keep a cluster node down after a server restart)."""
+
+
 class WriteFailed(BeaconError):
     """The database refused a write (locked past our patience, disk full, I/O error).
 

@@ -232,6 +232,7 @@ def test_a_wake_up_that_meets_the_server_gone_keeps_its_slots_for_later(pg_serve
     d = inproc_daemon(
         "[[jobs]]\nname = 'hourly'\nschedule = 'every 1h'\nrun = 'beaconlite.builtin:noop'\n", defaults
     )
+    wait_for(lambda: d.housekeeper, 5, what="the start to finish")  # its first tick has run
     slot = float(int(time.time() // 3600) * 3600)  # this hour's slot, handed over as APScheduler would
     pg_server._ctl("-m", "fast", "-w", "stop")
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from beaconlite import store
-from beaconlite.errors import RunEnded, SlotTaken, StoreError, WriteFailed
+from beaconlite.errors import RunEnded, SlotTaken, StoreError, Unreachable, WriteFailed
 from beaconlite.store import database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -495,6 +495,6 @@ def test_a_postgresql_url_never_shows_its_password(tmp_path):
     assert str(loaded.daemon.database) == "postgresql://bob:***@127.0.0.1:1/db"
     assert "hunter2-secret" not in repr(loaded.daemon.database)
     assert "hunter2-secret" in loaded.secrets  # redacted from every log line and error too
-    with pytest.raises(StoreError) as refused:  # nothing listens on port 1
+    with pytest.raises(Unreachable) as refused:  # nothing listens on port 1: exit 1, to be retried
         store.open_writer(loaded.daemon.database)
     assert "hunter2-secret" not in str(refused.value) and "cannot connect" in str(refused.value)

@@ -21,7 +21,7 @@ from peewee import (
     TextField,
 )
 
-from beaconlite.errors import StoreError, WriteFailed
+from beaconlite.errors import StoreError, Unreachable, WriteFailed
 from beaconlite.lock import create_private_file
 from beaconlite.places import PostgresURL, is_postgres
 from beaconlite.statuses import RUNNING, SUCCESS
@@ -324,7 +324,7 @@ def _connect_postgres(target: PostgresURL, max_connections: int, read_only: bool
             f"{target}: a PostgreSQL database needs its driver: pip install 'beaconlite[postgresql]'"
         ) from None
     except DRIVER_ERRORS as e:
-        raise StoreError(f"{target}: cannot connect: {' '.join(str(e).split())}") from None
+        raise Unreachable(f"{target}: cannot connect: {' '.join(str(e).split())}") from None
 
 
 def _postgres_version(target: PostgresURL) -> int:
