@@ -282,7 +282,12 @@ def inproc_daemon(tmp_path, monkeypatch):
         )
         d.thread.start()
         wait_for(
-            lambda: (d.scheduler is not None and d.scheduler.running()) or not d.thread.is_alive(),
+            # Started: scheduling, and the job list published (the start's last write, so a
+            # fault a test injects next meets the running daemon, not its start).
+            lambda: (
+                (d.scheduler is not None and d.scheduler.running() and d._published is not None)
+                or not d.thread.is_alive()
+            ),
             10,
             what="the in-process daemon to start",
         )

@@ -168,17 +168,23 @@ def test_a_seeded_history_at_a_glance(daemon, browser, tmp_path):
     assert cli("-c", d.config, "trigger", "exports").returncode == 0
     try:
         browser.get(w.base + "/")
+        # Read every strip in one call: the page refreshes itself while a run is live, and
+        # an element found before a refresh is stale after it.
+        strips = browser.execute_script(
+            "return Object.fromEntries([...document.querySelectorAll('[data-job]')].map(j => [j.dataset.job, "
+            "[...j.querySelectorAll('.strip a[data-status]')].map(a => [a.getAttribute('href'), "
+            "a.dataset.status, a.title])]))"
+        )
         for job in seeded:  # the daemon may have run a due slot of a job since
-            strip = browser.find_elements(By.CSS_SELECTOR, f'[data-job="{job}"] .strip a[data-status]')
-            ids = [int(e.get_attribute("href").rsplit("/", 1)[1]) for e in strip]
+            strip = strips[job]
             latest = d.runs(job)[-30:]  # oldest left, newest right
-            assert ids == [r.id for r in latest], job
-            assert [e.get_attribute("data-status") for e in strip] == [r.status for r in latest], job
-        for run in browser.find_elements(By.CSS_SELECTOR, '[data-job="orders-integrity"] .strip a'):
-            hover = re.match(r"#(\d+) (\w+) · ([\d.]+m?s) · ", run.get_attribute("title"))
-            assert hover, run.get_attribute("title")  # id, status and duration on hover
-            assert hover[1] == run.get_attribute("href").rsplit("/", 1)[1]
-            assert hover[2] == run.get_attribute("data-status")
+            assert [int(href.rsplit("/", 1)[1]) for href, _, _ in strip] == [r.id for r in latest], job
+            assert [status for _, status, _ in strip] == [r.status for r in latest], job
+        for href, status, title in strips["orders-integrity"]:
+            hover = re.match(r"#(\d+) (\w+) · ([\d.]+m?s) · ", title)
+            assert hover, title  # id, status and duration on hover
+            assert hover[1] == href.rsplit("/", 1)[1]
+            assert hover[2] == status
         assert browser.find_element(By.CSS_SELECTOR, '[data-job="disk-usage"] .badge-paused')
         assert browser.find_element(By.CSS_SELECTOR, '[data-job="exports"] .badge-live')
         assert len(browser.find_elements(By.CSS_SELECTOR, "section.live button.cancel")) == 1
