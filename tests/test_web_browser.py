@@ -81,9 +81,14 @@ def test_the_status_page_in_a_browser(web, browser):  # noqa: F811
     # trigger a run with the page's button: it shows up live
     browser.get(w.base + "/")
     browser.find_element(By.CSS_SELECTOR, '[data-job="slow"] button').click()
-    wait_for(lambda: [r for r in d.runs("slow") if r.status == "running"], 5, what="the triggered run")
+    (slow,) = wait_for(
+        lambda: [r for r in d.runs("slow") if r.status == "running"], 5, what="the triggered run"
+    )
     browser.get(w.base + "/")
-    live = browser.find_elements(By.CSS_SELECTOR, "section.live button.cancel")
+    # Its row among the live runs (a run of "tick", every second, may be live beside it).
+    live = browser.find_elements(
+        By.CSS_SELECTOR, f'section.live form[action="/api/runs/{slow.id}/cancel"] button'
+    )
     assert len(live) == 1
     live[0].click()  # and cancel it from the page
     wait_for(lambda: [r for r in d.runs("slow") if r.status == "cancelled"], 5, what="the cancel")
