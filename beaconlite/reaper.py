@@ -48,16 +48,14 @@ def _death(instance, now: float, host: str, daemon_lock_free: bool, lapsed: set[
     who = f"{kind} pid {instance.pid} on {instance.host}"
     if instance.stopped_at is not None:
         return f"orphaned: {who} stopped"
+    if instance.kind == "foreground" and instance.host == host and not pid_alive(instance.pid):
+        return f"orphaned: {who} is gone"
     if lapsed is not None:
-        if instance.kind == "foreground" and instance.host == host and not pid_alive(instance.pid):
-            return f"orphaned: {who} is gone"
         if instance.id in lapsed:
             return f"orphaned: node {instance.id} (pid {instance.pid} on {instance.host}) lost its lease"
         return None
     if instance.kind == "daemon" and daemon_lock_free:
         return f"orphaned: {who} stopped"
-    if instance.kind == "foreground" and instance.host == host and not pid_alive(instance.pid):
-        return f"orphaned: {who} is gone"
     age = now - instance.heartbeat_at
     if age > instance.orphan_after:
         return f"orphaned: {who} stopped heartbeating {format_duration(age)} ago"

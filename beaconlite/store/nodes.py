@@ -117,38 +117,38 @@ def prepare_claims(fires: list[tuple[str, list[float]]], me: int | None) -> None
     nodes never deadlock), then read what all their decisions need in one statement each:
     which of the slots have a row, and each job's runs live on other nodes. ``claim`` then
     answers from this, with no round trip of its own."""
-    jobs = sorted({job for job, _ in fires})
-    slots = [(job, slot) for job, due in fires for slot in due]
-
-    def read() -> _Prepared:
-        keys = sorted({_lock_key(job) for job in jobs})
-        db.execute_sql(
-            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered",
-            (keys,),
-        )
-        taken = Run.select(Run.job, Run.scheduled_at, Run.attempt).where(
-            Tuple(Run.job, Run.scheduled_at).in_(slots)
-        )
-        others: dict[str, list[int]] = {}
-        live = (
-            Run.select(Run.id, Run.job)
-            .where(Run.job.in_(jobs), Run.status == RUNNING, Run.instance_id != me, run_owner_alive())
-            .order_by(Run.id)
-        )
-        for run_id, job in live.tuples():
-            others.setdefault(job, []).append(run_id)
-        return _Prepared(
-            frozenset(jobs), frozenset(taken.tuples()), {job: tuple(ids) for job, ids in others.items()}
-        )
-
     with write():  # opens the batch's transaction: the locks last until it ends
-        in_this_batch(_PREPARED, read)
+        in_this_batch(_PREPARED, lambda: _lock_and_read(fires, me))
 
 
-def lock_job(job: str) -> bool:
-    """Take the job's decision lock until the end of the transaction."""
+def _lock_and_read(fires: list[tuple[str, list[float]]], me: int | None) -> _Prepared:
+    jobs = sorted({job for job, _ in fires})
+    keys = sorted({_lock_key(job) for job in jobs})
+    db.execute_sql(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) AS ordered",
+        (keys,),
+    )
+    slots = [(job, slot) for job, due in fires for slot in due]
+    taken = Run.select(Run.job, Run.scheduled_at, Run.attempt).where(
+        Tuple(Run.job, Run.scheduled_at).in_(slots)
+    )
+    others: dict[str, list[int]] = {}
+    live = (
+        Run.select(Run.id, Run.job)
+        .where(Run.job.in_(jobs), Run.status == RUNNING, Run.instance_id != me, run_owner_alive())
+        .order_by(Run.id)
+    )
+    for run_id, job in live.tuples():
+        others.setdefault(job, []).append(run_id)
+    return _Prepared(
+        frozenset(jobs), frozenset(taken.tuples()), {job: tuple(ids) for job, ids in others.items()}
+    )
+
+
+def lock_job(job: str) -> None:
+    """Take the job's decision lock until the end of the transaction (a pause waits for a
+    decision under way)."""
     db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key(job),))
-    return True
 
 
 def claim(job: str, slot: float, attempt: int, me: int | None) -> Claim:
@@ -156,20 +156,10 @@ def claim(job: str, slot: float, attempt: int, me: int | None) -> Claim:
     trigger on one node and a fire on another cannot both see room), then what the decision
     needs from the other nodes (from ``prepare_claims`` when the batch read it already)."""
     prepared = in_this_batch(_PREPARED, lambda: None)
-    if prepared is not None and job in prepared.jobs:
-        return Claim((job, slot, attempt) in prepared.taken, prepared.others.get(job, ()))
-
-    with write():  # opens the batch's transaction: the lock lasts until it ends
-        in_this_batch(f"job:{job}", lambda: lock_job(job))
-        slot_row = Run.select(Run.id).where(Run.job == job, Run.scheduled_at == slot, Run.attempt == attempt)
-        if slot_row.exists():
-            return Claim(True, ())
-        others = (
-            Run.select(Run.id)
-            .where(Run.job == job, Run.status == RUNNING, Run.instance_id != me, run_owner_alive())
-            .order_by(Run.id)
-        )
-        return Claim(False, tuple(r.id for r in others))
+    if prepared is None or job not in prepared.jobs:  # a trigger, or a fire no batch prepared
+        with write():  # opens the transaction: the lock lasts until it ends
+            prepared = _lock_and_read([(job, [slot])], me)
+    return Claim((job, slot, attempt) in prepared.taken, prepared.others.get(job, ()))
 
 
 def recorded_slots(job: str, first: float, last: float) -> list[tuple[float, float]]:
