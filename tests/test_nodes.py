@@ -243,3 +243,33 @@ def test_a_wake_up_that_meets_the_server_gone_keeps_its_slots_for_later(pg_serve
     wait_for(lambda: pg_server.sql(pg_url, "SELECT status FROM run WHERE scheduled_at = %s", (slot,)), 10)
     d.request_stop()
     d.thread.join(30)
+
+
+def test_two_nodes_deciding_about_one_job_at_once_take_turns(pg):
+    """A trigger on one node and a fire on another: the second decision waits for the
+    first to commit, and then counts its run (else both would see room)."""
+    a, b = register(), register()
+    a_claimed, seen = threading.Event(), {}
+
+    def node_a():
+        with store.batch():
+            assert nodes.claim("j", 1.0, 1, a).others == ()
+            seen["a_run"] = live_run(a, "j", slot=1.0)
+            a_claimed.set()
+            time.sleep(0.3)  # deciding, not committed yet
+        store.close()
+
+    def node_b():
+        a_claimed.wait(5)
+        started = time.monotonic()
+        with store.batch():
+            seen["b_others"] = nodes.claim("j", 2.0, 1, b).others
+        seen["b_waited"] = time.monotonic() - started
+        store.close()
+
+    threads = [threading.Thread(target=node_a), threading.Thread(target=node_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen["b_others"] == (seen["a_run"],) and seen["b_waited"] >= 0.2
