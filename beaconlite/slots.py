@@ -315,13 +315,21 @@ class Slots:
 
     def _skip_unrecorded(self, job: JobSpec, slots: list[float], reason: str, now: float) -> None:
         """Each of ``slots`` that no row covers yet, recorded as skipped (a row of its own:
-        rows of other slots lie between them)."""
+        rows of other slots lie between them). A paused job owes nothing, nor do the slots
+        before it was last resumed."""
+        resumed = store.resumed_at(job.name) or 0.0
+        slots = [slot for slot in slots if slot > resumed]
         if not slots:
             return
         covered = store.nodes.recorded_slots(job.name, slots[0], slots[-1])
         for slot in slots:
-            if not any(first - SLOT_EPSILON <= slot <= last + SLOT_EPSILON for first, last in covered):
-                self._housekeeping_skip(job, reason, store.record_skipped(job.name, slot, reason, now))
+            if any(first - SLOT_EPSILON <= slot <= last + SLOT_EPSILON for first, last in covered):
+                continue
+            try:
+                run_id = store.record_skipped(job.name, slot, reason, now, honour_pause=True)
+            except Paused:
+                return
+            self._housekeeping_skip(job, reason, run_id)
 
     def record_owed_retries(self, now: float) -> None:
         """A cluster's housekeeping: a dead node's pending retries (kept in its memory, lost

@@ -273,3 +273,30 @@ def test_two_nodes_deciding_about_one_job_at_once_take_turns(pg):
     for t in threads:
         t.join(10)
     assert seen["b_others"] == (seen["a_run"],) and seen["b_waited"] >= 0.2
+
+
+def test_a_paused_job_owes_no_unclaimed_slot(pg, tmp_path):
+    """Nobody claims a paused job's slots: the housekeeper records none of them, nor those
+    from before its last resume."""
+    from beaconlite.config import load_config
+    from beaconlite.loader import Code
+    from beaconlite.runner import Runner
+    from beaconlite.slots import Slots
+
+    _, url = pg
+    path = tmp_path / "c.toml"
+    jobs = "".join(
+        f'[[jobs]]\nname = "{name}"\nschedule = "every 1s"\nmisfire_grace = "1s"\n'
+        'run = "beaconlite.builtin:noop"\n'
+        for name in ("paused", "resumed")
+    )
+    path.write_text(f'[daemon]\ndatabase = "{url}"\n{jobs}')
+    config = load_config(path)
+    slots = Slots(config, Runner(config, Code(), register()))
+    now = float(int(time.time()))
+    store.pause_job("paused", now - 20, "ann@host")
+    store.pause_job("resumed", now - 20, "ann@host")
+    store.resume_job("resumed", now - 5.5)
+    slots.record_unclaimed(now, since=now - 10.5)
+    skipped = sorted((r.job, r.scheduled_at) for r, _, _ in store.list_runs(status="skipped", limit=50))
+    assert skipped == [("resumed", now - s) for s in (5, 4, 3, 2, 1)]
