@@ -309,9 +309,9 @@ class Slots:
             until = now - job.misfire_grace
             if until <= after:
                 continue
-            slots, _ = due_slots(parse_schedule(job.schedule), job.zone(), after, until, cap=UNCLAIMED_CAP)
+            slots, more = due_slots(parse_schedule(job.schedule), job.zone(), after, until, cap=UNCLAIMED_CAP)
             self._skip_unrecorded(job, slots, reason, now)
-            self._unclaimed_checked[job.name] = until
+            self._unclaimed_checked[job.name] = slots[-1] if more else until  # the rest next time
 
     def _skip_unrecorded(self, job: JobSpec, slots: list[float], reason: str, now: float) -> None:
         """Each of ``slots`` that no row covers yet, recorded as skipped (a row of its own:
